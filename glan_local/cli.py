@@ -1,0 +1,168 @@
+"""`glan-local`: the Hydra app. Thin: compose and check the config, then run the recipe."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import multiprocessing as mp
+import os
+import re
+import sqlite3
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import OverrideParseException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import ConfigError, GlanConfig, register
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _run_name(model: str, breadth: str, overrides: str) -> str:
+    """runs/<model>_<breadth>[_<overrides>]: the same command finds the same directory again.
+    Overrides that do not change what is generated stay out of the name, so that changing
+    them resumes the same run (see manifest.RUN_ONLY_KEYS)."""
+    from .manifest import RUN_ONLY_KEYS
+
+    items = re.split(r",(?=[\w.+~]+=)", overrides) if overrides else []
+    kept = [i for i in items if not any(i.lstrip("+~").split("=")[0] == k or
+                                        i.lstrip("+~").startswith(k + ".") for k in RUN_ONLY_KEYS)]
+    name = "_".join([f"{model}_{breadth}"] + ([re.sub(r"[^\w.=,+-]", "_", ",".join(kept))] if kept else []))
+    if len(name) > 120:   # file systems cap a name at 255 bytes: keep a readable head and a hash
+        name = f"{name[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return name
+
+
+def config_from_container(container: dict) -> GlanConfig:
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), container))
+
+
+def _job(container: dict, run_dir: str) -> None:
+    from .run import generate
+
+    generate(config_from_container(container), Path(run_dir))
+
+
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def app(cfg) -> None:
+    run_dir = cfg.out_dir or HydraConfig.get().runtime.output_dir
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # vLLM cannot free an engine inside a process: each sweep job gets a fresh one.
+        p = mp.get_context("spawn").Process(target=_job_or_exit, args=(container, run_dir))
+        p.start()
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError(f"sweep job in {run_dir} failed (exit {p.exitcode})")
+        return
+    _job_or_exit(container, run_dir)
+
+
+def _debug() -> bool:
+    return os.environ.get("GLAN_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _job_or_exit(container: dict, run_dir: str) -> None:
+    # Exit here: past this point Hydra would add its own multi-line report. One line, never a
+    # traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 1 for a fault, 130 when stopped.
+    from .run import Interrupted
+
+    try:
+        _job(container, run_dir)
+    except Interrupted as e:
+        print(f"[glan-local] {e}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:   # Ctrl-C while the teacher loads or while the outputs are written
+        print(f"[glan-local] stopped by SIGINT: every reply generated so far is saved in "
+              f"{Path(run_dir) / 'store.sqlite'}; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        if _debug():
+            raise
+        code, line = _job_error(e, run_dir)
+        print(line, file=sys.stderr)
+        sys.exit(code)
+
+
+def _job_error(e: Exception, run_dir: str) -> tuple[int, str]:
+    """Exit code and one line for what stopped a job."""
+    if isinstance(e, ConfigError):
+        return 2, str(e)
+    if isinstance(e, OmegaConfBaseException):     # e.g. +new_key=... that the schema lacks
+        return 2, _describe(e)
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+            (isinstance(e, sqlite3.OperationalError) and "full" in str(e)):
+        where = getattr(e, "filename", None) or (Path(run_dir) / "store.sqlite" if isinstance(e, sqlite3.Error) else run_dir)
+        return 1, (f"[glan-local] disk full while writing {where}: free space and run the same command again "
+                   "to resume (every reply stored so far is kept)")
+    if isinstance(e, OSError):
+        return 1, (f"[glan-local] error: cannot use {e.filename or run_dir} ({e.strerror or e}): fix the path or "
+                   "its permissions, then run the same command again to resume")
+    text = " ".join(str(e).split())[:300] or "no message"
+    return 1, (f"[glan-local] error: {type(e).__name__}: {text} (GLAN_DEBUG=1 shows the traceback); "
+               "run the same command again to resume from the stored replies")
+
+
+def _one_line_errors(func):
+    """Replaces Hydra's multi-line error report: one line naming the culprit, exit 2.
+    GLAN_DEBUG=1 (or HYDRA_FULL_ERROR=1) shows the traceback instead."""
+    try:
+        return func()
+    except Exception as e:
+        if _debug():
+            raise
+        print(_describe(e), file=sys.stderr)
+        sys.exit(2)
+
+
+_FIXES = (
+    ("Could not override", "check the key's spelling; `glan-local --cfg job` lists every key"),
+    ("not in '", "check the key's spelling; `glan-local --cfg job` lists every key"),
+    ("could not be converted", "give a value of the key's type"),
+    ("is not a ListConfig", "give a list, e.g. 'taxonomy.include=[Chemistry, \"*Engineering*\"]'"),
+    ("Invalid value", "use one of the listed values"),
+    ("Could not find", "use one of the listed options, or add a YAML file to that conf/ group"),
+    ("Could not append", "the key exists already: drop the leading +"),
+)
+
+
+def _describe(e: BaseException) -> str:
+    """Hydra/OmegaConf errors are several lines long; keep the culprit and say what to do."""
+    if isinstance(e, ConfigError):
+        return str(e)
+    if isinstance(e, OverrideParseException):
+        why = "; ".join(line.strip() for line in str(e).splitlines()[1:] if line.strip() and "hydra.cc" not in line)
+        why = why or str(e).strip().splitlines()[0]
+        return (f"config error: cannot parse the override '{e.override}' ({why}). Fix: write key=value, and quote "
+                "a value with brackets, commas or spaces, e.g. 'taxonomy.include=[Chemistry, Physics]'")
+    cause = e.__cause__
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    detail = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else ""
+    if "Could not find" in first:   # the options list follows on the next lines
+        first = " ".join(str(e).split("Config search path")[0].split())
+    key = getattr(cause, "full_key", None) or getattr(e, "full_key", None)
+    fix = next((f for pat, f in _FIXES if pat in first or pat in detail), "see `glan-local --help`")
+    msg = f"{first} ({detail})" if detail and detail not in first else first
+    return f"config error: {key + ': ' if key else ''}{msg}. Fix: {fix}"
+
+
+def main() -> None:
+    from hydra._internal import utils as hydra_utils
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    register()
+    if not OmegaConf.has_resolver("glan_run_name"):
+        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+    hydra_utils.run_and_report = _one_line_errors
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The teacher engine: the only place that talks to vLLM.
+
+Requests go in one by one and finished replies come back one by one (vLLM's engine-level
+add_request/step), so the scheduler can store each reply as it completes and submit its
+children while other requests are still running. Each request carries its own seed and its
+own JSON-schema constraint; the structured-output backend is chosen once per engine.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str
+    level: str
+    messages: list
+    schema: Optional[dict]
+    sampling: dict          # temperature, top_p, max_tokens, repetition_penalty, seed
+
+
+@dataclass
+class Completion:
+    key: str
+    text: str
+    finish_reason: str      # "stop", "length", or "error" (backend failure or rejected request)
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    elapsed_s: float
+    error: str = ""
+
+
+class VllmEngine:
+    def __init__(self, model_path, model_cfg, engine_cfg):
+        # Must be set before vLLM builds its structured-output manager.
+        os.environ["VLLM_REGEX_COMPILATION_TIMEOUT_S"] = str(engine_cfg.regex_timeout_s)
+        from vllm import LLM
+
+        kwargs = dict(
+            model=str(model_path),
+            dtype=model_cfg.dtype,
+            max_model_len=model_cfg.max_model_len,
+            tensor_parallel_size=model_cfg.tensor_parallel_size,
+            pipeline_parallel_size=model_cfg.pipeline_parallel_size,
+            data_parallel_size=model_cfg.data_parallel_size,
+            gpu_memory_utilization=model_cfg.gpu_memory_utilization,
+            kv_cache_memory_bytes=model_cfg.kv_cache_memory_bytes,
+            max_num_seqs=model_cfg.max_num_seqs,
+            enable_prefix_caching=model_cfg.enable_prefix_caching,
+            enforce_eager=model_cfg.enforce_eager,
+            quantization=model_cfg.quantization,
+            trust_remote_code=model_cfg.trust_remote_code,
+            structured_outputs_config={"backend": engine_cfg.backend.value if hasattr(engine_cfg.backend, "value") else str(engine_cfg.backend)},
+        )
+        if model_cfg.max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = model_cfg.max_num_batched_tokens
+        kwargs.update(dict(model_cfg.extra or {}))
+        self.llm = LLM(**kwargs)
+        self.core = self.llm.llm_engine
+        self.tokenizer = self.llm.get_tokenizer()
+        self._started: dict[str, float] = {}
+        self._failed: list[Completion] = []
+
+    def render(self, messages: list) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, messages: list) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def submit(self, req: Request) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        s = req.sampling
+        params = SamplingParams(
+            temperature=s["temperature"], top_p=s["top_p"], max_tokens=s["max_tokens"],
+            repetition_penalty=s["repetition_penalty"], seed=s["seed"],
+            structured_outputs=StructuredOutputsParams(json=req.schema) if req.schema else None,
+        )
+        self._started[req.key] = time.monotonic()
+        try:
+            self.core.add_request(req.key, self.render(req.messages), params)
+        except Exception as e:  # rejected up front (prompt too long, bad schema): a failed reply
+            self._started.pop(req.key, None)
+            self._failed.append(Completion(req.key, "", "error", 0, 0, 0, 0.0, error=f"{type(e).__name__}: {e}"))
+
+    def busy(self) -> bool:
+        return bool(self._failed) or self.core.has_unfinished_requests()
+
+    def step(self) -> list[Completion]:
+        done, self._failed = self._failed, []
+        if not self.core.has_unfinished_requests():
+            return done
+        for out in self.core.step():
+            if not out.finished:
+                continue
+            c = out.outputs[0]
+            started = self._started.pop(out.request_id, time.monotonic())
+            done.append(Completion(
+                key=out.request_id, text=c.text, finish_reason=str(c.finish_reason or "error"),
+                prompt_tokens=len(out.prompt_token_ids or []), output_tokens=len(c.token_ids),
+                cached_tokens=int(out.num_cached_tokens or 0), elapsed_s=time.monotonic() - started,
+                error="" if c.finish_reason in ("stop", "length") else f"backend finish_reason={c.finish_reason}",
+            ))
+        return done

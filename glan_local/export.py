@@ -1,0 +1,182 @@
+"""Level files, the dataset (parquet + JSONL, via `datasets`) and the summary.
+
+While the run goes, records stream to <run>/levels/<level>.jsonl.part in completion order;
+export sorts them into tree order, so the files do not depend on scheduling, and replaces the
+final files atomically (a crash never leaves a half-written file that looks complete).
+"""
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import shutil
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from .levels import taxonomy
+
+
+def _failpoint(name: str) -> None:
+    """Test hook: GLAN_FAILPOINT=<name> kills the process here with SIGKILL, as a crash would."""
+    if os.environ.get("GLAN_FAILPOINT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:   # a full disk, a signal: the old file stays, no half-written tmp is left
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class Sinks:
+    """Append-only JSONL parts, one per level, plus failures."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / "levels"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, Any] = {}
+
+    def _file(self, name: str):
+        if name not in self.files:
+            self.files[name] = open(self.dir / f"{name}.jsonl.part", "w", encoding="utf-8")
+        return self.files[name]
+
+    def write(self, level: str, records: list[dict]) -> None:
+        f = self._file(level)
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+
+    def failure(self, record: dict) -> None:
+        self.write("failures", [record])
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def record_key(r: dict) -> tuple:
+    """Tree order of a level record (or of a failure: its node, then its ask)."""
+    return (r.get("id") or r.get("node", ""), r.get("ask", 0))
+
+
+CHUNK = 50_000   # records sorted in memory at once; larger levels are merged from sorted runs
+
+
+def _sorted_lines(part: Path, tmp_dir: Path) -> Iterator[str]:
+    """The part's lines in tree order, by an external merge sort: memory stays bounded by
+    CHUNK records however many rows a level has."""
+    if not part.exists():
+        return
+    runs: list[Path] = []
+    with open(part, encoding="utf-8") as f:
+        while True:
+            chunk = [(record_key(json.loads(line)), line) for line in islice(f, CHUNK) if line.strip()]
+            if not chunk:
+                break
+            chunk.sort(key=lambda kv: kv[0])
+            run = tmp_dir / f"{part.name}.run{len(runs)}"
+            run.write_text("".join(line if line.endswith("\n") else line + "\n" for _, line in chunk),
+                           encoding="utf-8")
+            runs.append(run)
+    files = [open(r, encoding="utf-8") for r in runs]
+    try:
+        keyed = [((record_key(json.loads(line)), line) for line in f) for f in files]
+        for _, line in heapq.merge(*keyed, key=lambda kv: kv[0]):
+            yield line
+    finally:
+        for f in files:
+            f.close()
+        for r in runs:
+            r.unlink(missing_ok=True)
+
+
+def write_taxonomy_yaml(run_dir: Path, disciplines: list[dict]) -> None:
+    """The editable taxonomy.yaml from the taxonomy level's records (in tree order)."""
+    atomic_write_text(run_dir / "taxonomy.yaml",
+                      "# Edit freely (drop a node to drop its subtree), then run: glan-local taxonomy.file=<this file>\n"
+                      + yaml.safe_dump(taxonomy.to_file(disciplines), sort_keys=False, allow_unicode=True))
+
+
+def finalize_levels(run_dir: Path, levels: list[str]) -> dict[str, int]:
+    """Sort each level's part into <level>.jsonl; the taxonomy also becomes taxonomy.yaml."""
+    counts = {}
+    for name in levels + ["failures"]:
+        part = run_dir / "levels" / f"{name}.jsonl.part"
+        final = run_dir / "levels" / f"{name}.jsonl"
+        tmp = final.with_name(final.name + ".tmp")
+        n = 0
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                for line in _sorted_lines(part, run_dir / "levels"):
+                    out.write(line)
+                    n += 1
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        except BaseException:   # the previous level file stays as it was
+            tmp.unlink(missing_ok=True)
+            raise
+        part.unlink(missing_ok=True)
+        counts[name] = n
+        if name == "taxonomy":
+            with open(final, encoding="utf-8") as f:
+                write_taxonomy_yaml(run_dir, [json.loads(line) for line in f])
+    return counts
+
+
+def export_dataset(run_dir: Path, level: str = "answers") -> int:
+    """The last enabled level (answers, or judge: rows plus scores) as a `datasets` dataset:
+    data/train.jsonl and a parquet shard."""
+    from datasets import Dataset
+
+    src = run_dir / "levels" / f"{level}.jsonl"
+    out = run_dir / "data"
+    out.mkdir(exist_ok=True)
+    rows = sum(1 for _ in open(src, encoding="utf-8")) if src.exists() else 0
+    if rows == 0:
+        return 0
+    cache = run_dir / ".cache"
+    ds = Dataset.from_json(str(src), cache_dir=str(cache))
+    for name, writer in (("train-00000-of-00001.parquet", ds.to_parquet),
+                         ("train.jsonl", lambda p: ds.to_json(p, lines=True, force_ascii=False))):
+        tmp = out / (name + ".tmp")
+        try:
+            writer(str(tmp))
+            _failpoint("export")
+            os.replace(tmp, out / name)
+        except BaseException:   # a full disk: the previous dataset file stays as it was
+            tmp.unlink(missing_ok=True)
+            raise
+    del ds
+    shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
+def format_summary(summary: dict) -> str:
+    head = f"{'level':<10}{'planned':>8}{'ok':>6}{'failed':>7}{'retries':>8}{'stored':>7}" \
+           f"{'items':>7}{'prompt tok':>11}{'output tok':>11}{'wall s':>8}{'tok/s':>8}  failures"
+    lines = [head, "-" * len(head)]
+    for name, s in summary["levels"].items():
+        fails = ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "-"
+        lines.append(f"{name:<10}{s['planned']:>8}{s['ok']:>6}{s['failed']:>7}{s['retries']:>8}{s['from_store']:>7}"
+                     f"{s['items']:>7}{s['prompt_tokens']:>11}{s['output_tokens']:>11}{s['wall_s']:>8}"
+                     f"{s['output_tokens_per_s']:>8}  {fails}")
+    t = summary["totals"]
+    lines.append(f"rows: {summary['rows']}  output tokens: {t['output_tokens']}  wall: {t['wall_s']} s "
+                 f"(engine start {t['engine_start_s']} s, generation {t['generation_s']} s, "
+                 f"{t['output_tokens_per_s']} tok/s)  generated: {t['generated']}  "
+                 f"from this run's store: {t['from_store']}  from the shared cache: {t['from_cache']}")
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""`glan-local-merge OUT SHARD_DIR...`: the run directories of one command's shards, as one run.
+
+OUT gets what an unsharded run of the same config writes: levels/*.jsonl in tree order (each
+shard's files are sorted already; they are merged as streams, so memory does not grow with the
+dataset), taxonomy.yaml, data/ (parquet + JSONL), the union of the shards' reply stores, a
+summary with summed counts, and a manifest whose config is the shards' with shard reset to
+{index: 0, count: 1}: `glan-local-verify OUT` replays the unsharded config from the merged
+store, and `glan-local <same overrides> out_dir=OUT` finds every reply there.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from . import manifest
+from .config import ConfigError, enabled_levels
+from .export import atomic_write_text, export_dataset, format_summary, record_key, write_taxonomy_yaml
+from .store import _COLUMNS, Store
+
+# Times: shards run side by side, so the merged run took as long as its slowest shard.
+_MAX_KEYS = {"wall_s", "engine_start_s", "generation_s"}
+
+
+class MergeError(Exception):
+    """Shards that cannot be merged: one line saying which and why."""
+
+
+def _say(msg: str) -> None:
+    print(f"[glan-local-merge] {msg}", file=sys.stderr, flush=True)
+
+
+def unsharded(container: dict) -> dict:
+    """The config with the shard keys reset: what every shard of one command shares."""
+    out = json.loads(json.dumps(container))
+    out["shard"] = {"index": 0, "count": 1}
+    return out
+
+
+def _shard(man: dict) -> dict:
+    return {"index": 0, "count": 1, **(man["config"].get("shard") or {})}
+
+
+def _read_shards(dirs: list[Path]) -> list[tuple[Path, dict]]:
+    if not dirs:
+        raise MergeError("no shard directories given")
+    shards = []
+    for d in dirs:
+        man = manifest.read(d) if d.is_dir() else None
+        if man is None:
+            raise MergeError(f"{d}: no manifest.json: not a finished glan-local run (finish or resume it first)")
+        if not (d / "store.sqlite").is_file():
+            raise MergeError(f"{d}: no store.sqlite: the shard's replies are needed to verify the merged run")
+        shards.append((d, man))
+    return shards
+
+
+def check(shards: list[tuple[Path, dict]]) -> None:
+    """Refuse shards of different configs, models or templates, and duplicate or missing indices."""
+    d0, m0 = shards[0]
+    want = manifest.config_hash(unsharded(m0["config"]))
+    for d, m in shards[1:]:
+        if manifest.config_hash(unsharded(m["config"])) != want:
+            raise MergeError(f"{d} and {d0} are runs of different configs (other than shard.index/count): "
+                             "merge the shards of one command only")
+        for key, what in (("model_id", "teacher model"), ("engine_id", "engine settings"),
+                          ("templates_sha256", "prompt templates")):
+            if m.get(key) != m0.get(key):
+                raise MergeError(f"{d} and {d0} were generated with different {what} ({key} differs)")
+    counts = {_shard(m)["count"] for _, m in shards}
+    if len(counts) > 1:
+        raise MergeError(f"the shards disagree on shard.count ({sorted(counts)}): merge the shards of one command only")
+    count = counts.pop()
+    seen: dict[int, Path] = {}
+    for d, m in shards:
+        i = _shard(m)["index"]
+        if i in seen:
+            raise MergeError(f"shard index {i} appears twice ({seen[i]} and {d})")
+        seen[i] = d
+    missing = sorted(set(range(count)) - set(seen))
+    if missing:
+        raise MergeError(f"missing shard indices {missing} of shard.count={count}: give every shard's run directory")
+
+
+def _records(path: Path) -> Iterator[tuple[tuple, str]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield record_key(json.loads(line)), line if line.endswith("\n") else line + "\n"
+
+
+def merge_levels(out: Path, dirs: list[Path], levels: list[str]) -> dict[str, int]:
+    """k-way merge of the shards' sorted level files (same order as export.finalize_levels)."""
+    (out / "levels").mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name in levels + ["failures"]:
+        sources = [d / "levels" / f"{name}.jsonl" for d in dirs]
+        absent = [str(s) for s in sources if not s.is_file()]
+        if absent:
+            raise MergeError(f"{absent[0]} is missing: not a finished glan-local run")
+        target = out / "levels" / f"{name}.jsonl"
+        tmp = target.with_name(target.name + ".tmp")
+        n = 0
+        taxonomy: list[dict] = []
+        with open(tmp, "w", encoding="utf-8") as f:
+            for _, line in heapq.merge(*(_records(s) for s in sources), key=lambda kv: kv[0]):
+                f.write(line)
+                n += 1
+                if name == "taxonomy":
+                    taxonomy.append(json.loads(line))
+        tmp.replace(target)
+        counts[name] = n
+        if name == "taxonomy":
+            write_taxonomy_yaml(out, taxonomy)
+    return counts
+
+
+def merge_stores(out: Path, dirs: list[Path]) -> int:
+    """The union of the shards' replies (failed attempts too) in out/store.sqlite."""
+    store = Store(out / "store.sqlite")
+    cols = ", ".join(_COLUMNS + ["created"])
+    try:
+        for d in dirs:
+            store.db.execute("ATTACH DATABASE ? AS shard", (str(d / "store.sqlite"),))
+            try:
+                store.db.execute(f"INSERT OR IGNORE INTO replies ({cols}) SELECT {cols} FROM shard.replies")
+            finally:
+                store.db.execute("DETACH DATABASE shard")
+        return store.count()
+    finally:
+        store.close()
+
+
+def _combine(values: list[Any], key: str = "") -> Any:
+    """Counts are summed, times are the slowest shard's, tok/s the shards' rates added up
+    (they run side by side); anything else is the first shard's."""
+    first = values[0]
+    if isinstance(first, bool) or first is None or isinstance(first, (str, list)):
+        return first
+    if isinstance(first, (int, float)):
+        nums = [v for v in values if isinstance(v, (int, float))]
+        return max(nums) if key in _MAX_KEYS else round(sum(nums), 2) if isinstance(first, float) else sum(nums)
+    if isinstance(first, dict):
+        if key == "failures":
+            total: Counter = Counter()
+            for v in values:
+                total.update(v or {})
+            return dict(total)
+        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
+        return {k: _combine([v[k] for v in values if isinstance(v, dict) and k in v], k) for k in keys}
+    return first
+
+
+def merge_summaries(out: Path, shards: list[tuple[Path, dict]], rows: int) -> dict:
+    summaries = []
+    for d, _ in shards:
+        p = d / "summary.json"
+        summaries.append(json.loads(p.read_text()) if p.exists() else {})
+    # Figures are combined where they are counts (levels, totals, taxonomy); the rest is shard 0's.
+    summary = {k: v for k, v in summaries[0].items() if k != "quality"}
+    for block in ("levels", "totals", "taxonomy"):
+        parts = [s[block] for s in summaries if block in s]
+        if parts:
+            summary[block] = _combine(parts, block)
+    summary.update(run_dir=str(out), rows=rows, shards=[
+        {"index": _shard(m)["index"], "run_dir": str(d), "rows": s.get("rows"),
+         **{k: s.get("totals", {}).get(k) for k in ("planned", "failed", "generated", "output_tokens",
+                                                    "output_tokens_per_s", "wall_s")}}
+        for (d, m), s in zip(shards, summaries)])
+    return summary
+
+
+def merge(out: Path, shard_dirs: list[Path], quality: Optional[bool] = None,
+          say: Callable[[str], None] = _say) -> dict:
+    """Merge finished shard run directories into out (new or empty); returns the summary."""
+    from .cli import config_from_container
+
+    shards = _read_shards([Path(d) for d in shard_dirs])
+    check(shards)
+    shards.sort(key=lambda dm: _shard(dm[1])["index"])
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise MergeError(f"{out} exists and is not empty: give a new directory")
+    dirs = [d for d, _ in shards]
+    m0 = shards[0][1]
+    container = unsharded(m0["config"])
+    container["out_dir"] = str(out)
+    cfg = config_from_container(container)
+    if quality is None:
+        quality = cfg.quality.enabled
+    if quality:
+        from .quality.pipeline import preflight
+
+        preflight(cfg.quality)
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"merging {len(dirs)} shards into {out}")
+    levels = enabled_levels(cfg)
+    merge_levels(out, dirs, levels)
+    rows = export_dataset(out, levels[-1])
+    replies = merge_stores(out, dirs)
+    say(f"{rows} rows; {replies} replies in {out / 'store.sqlite'}")
+    summary = merge_summaries(out, shards, rows)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    want = manifest.config_hash(container)
+    # As a run of the unsharded config would: `glan-local <overrides> out_dir=OUT` resumes here.
+    atomic_write_text(out / "run-config.json", json.dumps({"config_hash": want, "config": container}, indent=1) + "\n")
+    schemas: dict = {}
+    for _, m in shards:
+        schemas.update(m.get("schemas_sha256") or {})
+    atomic_write_text(out / "manifest.json", json.dumps({
+        **m0,
+        "config": container,
+        "config_hash": want,
+        "schemas_sha256": dict(sorted(schemas.items())),
+        "fingerprints": manifest.fingerprints(out),
+        "merged_from": [{"run_dir": str(d), "shard": _shard(m), "config_hash": m["config_hash"]}
+                        for d, m in shards],
+    }, indent=2) + "\n")
+    if rows and quality:
+        from .quality.pipeline import run_quality
+
+        # Over the whole dataset: near-duplicates across shards are found here, not in a shard.
+        q_out = Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else out / "publish"
+        summary["quality"] = run_quality(cfg.quality, q_out, run_dir=out, seed=cfg.seed, say=say)
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(format_summary(summary), flush=True)
+    say(f"dataset: {out / 'data'} ({rows} rows); check it with: glan-local-verify {out}")
+    return summary
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    import os
+
+    ap = argparse.ArgumentParser(
+        prog="glan-local-merge",
+        description="Merge the run directories of one command's shards (shard.index=0..N-1) into one run.")
+    ap.add_argument("out", type=Path, help="the merged run directory (new or empty)")
+    ap.add_argument("shard_dirs", type=Path, nargs="+", metavar="SHARD_DIR", help="every shard's run directory")
+    ap.add_argument("--no-quality", dest="quality", action="store_false", default=None,
+                    help="skip the quality step (dedup, decontamination, publish, report) on the merged data")
+    args = ap.parse_args(argv)
+    try:
+        merge(args.out, args.shard_dirs, quality=args.quality)
+    except (MergeError, ConfigError) as e:
+        if os.environ.get("GLAN_DEBUG") == "1":
+            raise
+        print(f"merge error: {e}" if isinstance(e, MergeError) else str(e), file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

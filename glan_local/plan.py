@@ -1,0 +1,47 @@
+"""How many requests a run plans, from its breadth and taxonomy alone, and the bound on it.
+
+The count is an upper bound (every subject distinct, no failure, no retry), the same one the
+shards are balanced by (shard.planned_per_discipline). A run above engine.max_planned_requests
+is refused before the model loads: the default, 100M, is five times breadth=paper (~20M
+requests, the paper's ~10M pairs), so it stops a typo such as breadth.fields=100000, which
+would otherwise build huge schemas and queues, never a run someone planned.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .config import ConfigError
+from .levels.base import Node
+
+
+def planned_requests(cfg: Any, roots: Optional[list[Node]] = None) -> tuple[int, int, int, str]:
+    """(requests, disciplines, requests per discipline, where the disciplines come from).
+    roots: this run's root nodes from taxonomy.file (after include/exclude and shard), or None
+    for a generated taxonomy."""
+    from .shard import planned_per_discipline
+
+    b = cfg.breadth
+    per = sum(planned_per_discipline(cfg).values())
+    if roots is None:
+        taxonomy = 1 + b.fields + b.fields * b.subfields_per_field
+        disciplines = b.fields * b.subfields_per_field * b.disciplines_per_subfield
+        source = (f"breadth.fields={b.fields} x breadth.subfields_per_field={b.subfields_per_field} x "
+                  f"breadth.disciplines_per_subfield={b.disciplines_per_subfield}")
+        if cfg.taxonomy.review:      # stops after the taxonomy
+            return taxonomy, disciplines, 0, source
+    else:
+        taxonomy = sum(1 for r in roots if r.level == "taxonomy")   # parents asked for a flat list
+        disciplines = len(roots)
+        source = "taxonomy.file"
+    return taxonomy + disciplines * per, disciplines, per, source
+
+
+def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
+    n, disciplines, per, source = planned_requests(cfg, roots)
+    cap = cfg.engine.max_planned_requests
+    if n > cap:
+        raise ConfigError("breadth", f"this run plans up to {n:,} requests ({disciplines:,} disciplines from {source}, "
+                          f"up to {per:,} requests each), above engine.max_planned_requests={cap:,}",
+                          "lower the breadth (e.g. breadth.fields, breadth.questions_per_syllabus), or raise "
+                          "engine.max_planned_requests if you mean it")
+    return n

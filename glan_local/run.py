@@ -1,0 +1,298 @@
+"""The recipe: check everything cheap, start the teacher, walk the tree, export, summarise."""
+from __future__ import annotations
+
+import fcntl
+import resource
+import signal
+import json
+import sqlite3
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from . import manifest, shard
+from .config import ConfigError, enabled_levels, validate
+from .export import Sinks, atomic_write_text, export_dataset, finalize_levels, format_summary
+from .levels import taxonomy
+from .levels.base import Context
+from .model import check_context, model_identity, resolve_model_path
+from .plan import check_planned
+from .prompts import Templates
+from .scheduler import LevelStats, Scheduler
+from .store import Replies, Store
+
+# Everything a run writes but the reply store: removed by overwrite=true. The store stays,
+# since its replies are keyed by content and can only be reused, never wrongly.
+OUTPUTS = ("data", "levels", "manifest.json", "summary.json", "taxonomy.yaml", "submitted.log", "publish")
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM: stopped between replies, everything finished so far is stored."""
+
+
+def _stop_on_signals() -> dict:
+    """SIGTERM (a scheduler's kill) behaves like Ctrl-C: stop, keep what is stored."""
+    got: dict = {}
+
+    def handler(signum, frame):
+        got["signal"] = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return got
+
+
+def _say(msg: str) -> None:
+    print(f"[glan-local] {msg}", file=sys.stderr, flush=True)
+
+
+def _writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError("out_dir", f"cannot write to '{run_dir}' ({e.strerror})",
+                          "choose a writable directory with out_dir=<path>")
+
+
+def _check_stores(cfg: Any, run_dir: Path) -> None:
+    """A reply store that is not a SQLite database, or a cache_dir that cannot hold one, stops
+    the run before the model loads (opening creates a missing store, as the run would)."""
+    stores = [("out_dir", run_dir / "store.sqlite")]
+    if cfg.cache_dir:
+        stores.append(("cache_dir", Path(cfg.cache_dir).expanduser() / "replies.sqlite"))
+    for key, path in stores:
+        try:
+            Store(path).close()
+        except (OSError, sqlite3.DatabaseError) as e:
+            why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else (getattr(e, "strerror", None) or e)
+            raise ConfigError(key, f"cannot open the reply store '{path}' ({why})",
+                              f"move a damaged store away (its replies are lost) or point {key} at another "
+                              "writable directory")
+
+
+def _lock(run_dir: Path):
+    f = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError("out_dir", f"another glan-local run is using '{run_dir}'",
+                          "wait for it to finish, or give this run another out_dir=<path>")
+    return f
+
+
+def _claim(run_dir: Path, container: dict, overwrite: bool) -> None:
+    """Refuse a directory that holds a run of another config, unless told to overwrite."""
+    owner = run_dir / "run-config.json"
+    want = manifest.config_hash(container)
+    if owner.exists():
+        have = json.loads(owner.read_text()).get("config_hash")
+        if have != want:
+            if not overwrite:
+                raise ConfigError("out_dir", f"'{run_dir}' holds a run of a different config",
+                                  "choose another out_dir, or add overwrite=true to replace its outputs "
+                                  "(its reply store is kept and reused)")
+            for name in OUTPUTS:
+                p = run_dir / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    atomic_write_text(owner, json.dumps({"config_hash": want, "config": container}, indent=1) + "\n")
+
+
+class _Bars:
+    """One progress bar per level; totals grow as the tree does."""
+
+    def __init__(self):
+        self.bars: dict[str, tqdm] = {}
+
+    def __call__(self, level: str, st: LevelStats) -> None:
+        if level not in self.bars:
+            self.bars[level] = tqdm(desc=f"{level:<9}", total=st.planned, position=len(self.bars),
+                                    unit="req", leave=True, dynamic_ncols=True, disable=None)
+        bar = self.bars[level]
+        bar.total = st.planned
+        bar.n = st.ok + st.failed
+        bar.set_postfix_str(f"failed={st.failed} retries={st.retries}", refresh=False)
+        bar.refresh()
+
+    def close(self) -> None:
+        for b in self.bars.values():
+            b.close()
+
+
+def _walk(cfg: Any, run_dir: Path, engine: Any, replies: Replies, templates: Templates, model_id: str,
+          engine_id: dict, progress=None, on_submit=None) -> tuple[Scheduler, int]:
+    """Generate (or replay) the tree into run_dir's level files and dataset."""
+    ctx = Context(cfg, cfg.model.name)
+    if cfg.taxonomy.file:
+        roots = shard.select(taxonomy.select(taxonomy.load(cfg.taxonomy.file, cfg.taxonomy.infer_parents), ctx), cfg)
+    else:
+        roots = [taxonomy.root()]
+    stop_after = "taxonomy" if cfg.taxonomy.review and not cfg.taxonomy.file else None
+    sinks = Sinks(run_dir)
+    sched = Scheduler(ctx, engine, replies, templates, model_id, engine_id,
+                      sinks.write, sinks.failure, stop_after=stop_after, progress=progress, on_submit=on_submit)
+    # Disciplines read from a file are the taxonomy level's output as they stand.
+    sinks.write("taxonomy", [taxonomy.record(r) for r in roots if r.level == "subjects"])
+    try:
+        sched.run(roots)
+    finally:
+        sinks.close()
+    levels = enabled_levels(cfg)
+    finalize_levels(run_dir, levels)
+    # The last level's records are the rows: answers, or the judge's (answers plus scores).
+    rows = export_dataset(run_dir, levels[-1]) if stop_after is None else 0
+    return sched, rows
+
+
+def replay(cfg: Any, out_dir: Path, store_path: Path, engine: Any, model_id: str, engine_id: dict) -> Scheduler:
+    """Rebuild a run's outputs from its reply store alone (for verification)."""
+    templates = Templates(cfg.prompts, cfg.language)
+    replies = Replies(Store(store_path))
+    try:
+        sched, _ = _walk(cfg, out_dir, engine, replies, templates, model_id, engine_id)
+    finally:
+        replies.close()
+    return sched
+
+
+def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], Any]] = None) -> dict:
+    """Run the whole pipeline into run_dir and return the summary. cfg is a GlanConfig."""
+    t_start = time.monotonic()
+    # Everything cheap is checked before the model loads.
+    validate(cfg)
+    if cfg.quality.enabled:
+        from .quality.pipeline import preflight
+
+        preflight(cfg.quality)
+    templates = Templates(cfg.prompts, cfg.language)
+    if cfg.taxonomy.file:
+        kept = taxonomy.select(taxonomy.load(cfg.taxonomy.file, cfg.taxonomy.infer_parents), Context(cfg, ""))
+        if not kept:
+            raise ConfigError("taxonomy.include", f"no discipline of {cfg.taxonomy.file} is left by "
+                              "taxonomy.include/exclude", "loosen the patterns")
+        check_planned(cfg, shard.select(kept, cfg))   # shard.select refuses more shards than disciplines
+    else:
+        check_planned(cfg)
+    _writable(run_dir)
+    lock = _lock(run_dir)
+    try:
+        _check_stores(cfg, run_dir)
+        return _generate(cfg, run_dir, engine_factory, templates, t_start)
+    finally:
+        lock.close()
+
+
+def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_start: float) -> dict:
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    model_path = resolve_model_path(cfg.model)
+    if engine_factory is None:
+        check_context(cfg, model_path, templates)
+    _claim(run_dir, container, cfg.overwrite)
+    identity = model_identity(model_path)
+    model_id = f"{identity['name']}:{identity['files_sha256']}"
+    backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
+    engine_id = {"backend": backend, "dtype": cfg.model.dtype, "quantization": cfg.model.quantization}
+
+    _say(f"run directory: {run_dir}")
+    _say(f"starting the teacher {cfg.model.name} ({model_path}) with the {backend} backend")
+    t_engine = time.monotonic()
+    if engine_factory is None:
+        from .engine import VllmEngine
+
+        engine = VllmEngine(model_path, cfg.model, cfg.engine)
+    else:
+        engine = engine_factory(model_path)
+    engine_start_s = time.monotonic() - t_engine
+
+    cache = Store(Path(cfg.cache_dir).expanduser() / "replies.sqlite") if cfg.cache_dir else None
+    replies = Replies(Store(run_dir / "store.sqlite"), cache)
+    bars = _Bars()
+    # Which requests went to the engine, to count what a resume had to generate again.
+    submitted = open(run_dir / "submitted.log", "a", encoding="utf-8")
+
+    def on_submit(req) -> None:
+        submitted.write(req.key + "\n")
+        submitted.flush()
+
+    t_gen = time.monotonic()
+    got = _stop_on_signals()
+    try:
+        sched, rows = _walk(cfg, run_dir, engine, replies, templates, model_id, engine_id, bars, on_submit)
+    except BaseException as e:
+        # Ctrl-C also reaches vLLM's own processes, so the engine may fail first: any error
+        # after a stop signal is the stop itself.
+        if isinstance(e, KeyboardInterrupt) or got:
+            n = replies.run.count()
+            raise Interrupted(f"stopped by {got.get('signal', 'SIGINT')}: {n} replies are saved in "
+                              f"{run_dir / 'store.sqlite'}; run the same command again to resume") from None
+        raise
+    finally:
+        bars.close()
+        replies.close()
+        submitted.close()
+    generation_s = time.monotonic() - t_gen
+    stats = sched.stats
+    out_tokens = sum(s.output_tokens for s in stats.values())
+    summary = {
+        "run_dir": str(run_dir),
+        "model": identity,
+        "rows": rows,
+        "language": cfg.language,
+        "taxonomy": {"disciplines": sum(1 for _ in open(run_dir / "levels" / "taxonomy.jsonl")),
+                     "include": list(cfg.taxonomy.include), "exclude": list(cfg.taxonomy.exclude),
+                     "dropped": sched.ctx.dropped},
+        "levels": {name: s.as_dict() for name, s in stats.items() if name in enabled_levels(cfg)},
+        "totals": {
+            "planned": sum(s.planned for s in stats.values()),
+            "failed": sum(s.failed for s in stats.values()),
+            "generated": sum(s.attempts - s.from_store - s.from_cache for s in stats.values()),
+            "from_store": sum(s.from_store for s in stats.values()),
+            "from_cache": sum(s.from_cache for s in stats.values()),
+            "output_tokens": out_tokens,
+            "prompt_tokens": sum(s.prompt_tokens for s in stats.values()),
+            "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in stats.values()),
+            "engine_start_s": round(engine_start_s, 1),
+            "generation_s": round(generation_s, 1),
+            "output_tokens_per_s": round(out_tokens / generation_s, 1) if generation_s > 0 else 0.0,
+            "wall_s": round(time.monotonic() - t_start, 1),
+            # This process only (vLLM's engine core runs in its own): what the orchestration costs.
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        },
+    }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "manifest.json", json.dumps({
+        "glan_local": "glan-local run manifest v1",
+        "config": container,
+        "config_hash": manifest.config_hash(container),
+        "seed": cfg.seed,
+        "model": identity,
+        "model_id": model_id,
+        "engine_id": engine_id,
+        "versions": manifest.versions(),
+        "templates_sha256": templates.hashes(),
+        "schemas_sha256": sched.schema_hashes,
+        "fingerprints": manifest.fingerprints(run_dir),
+    }, indent=2) + "\n")
+    if rows and cfg.quality.enabled and not (cfg.taxonomy.review and not cfg.taxonomy.file):
+        from .quality.pipeline import run_quality
+
+        # Last, so a failure here leaves a complete run (glan-local-quality can redo this step);
+        # after summary.json is written, since the card and the report read this run's figures.
+        out = Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else run_dir / "publish"
+        summary["quality"] = run_quality(cfg.quality, out, run_dir=run_dir, seed=cfg.seed, say=_say)
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(format_summary(summary), flush=True)
+    if cfg.taxonomy.review and not cfg.taxonomy.file:
+        _say(f"taxonomy written to {run_dir / 'taxonomy.yaml'}: review and edit it, then run "
+             f"glan-local taxonomy.file={run_dir / 'taxonomy.yaml'}")
+    else:
+        _say(f"dataset: {run_dir / 'data'} ({rows} rows); summary: {run_dir / 'summary.json'}")
+    return summary

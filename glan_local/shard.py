@@ -1,0 +1,68 @@
+"""Sharding a run across nodes: each shard takes some of the taxonomy's disciplines.
+
+Disciplines are assigned after the taxonomy is known (read from `taxonomy.file`, the same file
+for every shard), deterministically and balanced by planned request count: greedy
+longest-processing-time first (largest discipline first, ties in tree order), each to the
+least-loaded shard (ties: the lowest shard index). A discipline keeps its place in the whole
+taxonomy (node ids, paths and seeds are global), so the rows of all shards, merged and sorted
+(`glan-local-merge`), are the rows of the unsharded run.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .config import ConfigError, enabled_levels
+from .levels.base import Node
+
+
+def planned_per_discipline(cfg: Any) -> dict[str, int]:
+    """Requests one discipline plans at each level below the taxonomy, from the breadth alone.
+
+    Upper bounds: subjects merged away as duplicates, failed requests and syllabi with fewer
+    concept combinations than asked for lower the real counts."""
+    b = cfg.breadth
+    subjects = b.subject_queries
+    syllabi = min(b.max_subjects_per_discipline, b.subject_queries * b.subjects_per_query)
+    questions = syllabi * b.questions_per_syllabus
+    planned = {"subjects": subjects, "syllabus": syllabi, "questions": questions, "answers": questions,
+               "judge": questions}
+    return {lv: planned[lv] for lv in enabled_levels(cfg) if lv in planned}
+
+
+def _one_discipline(node: Node) -> bool:
+    """A discipline node, or a node asking the teacher for one discipline's parents (a flat list)."""
+    return node.level == "subjects" or (node.level == "taxonomy" and node.data.get("depth") == "classify")
+
+
+def weight(node: Node, cfg: Any) -> int:
+    """Planned requests of one root node (a discipline) and everything under it."""
+    return (node.level == "taxonomy") + sum(planned_per_discipline(cfg).values())
+
+
+def assign(weights: list[int], count: int) -> list[int]:
+    """Shard index of each item: LPT greedy, deterministic (ties broken by item order, then shard)."""
+    loads = [0] * count
+    out = [0] * len(weights)
+    for i in sorted(range(len(weights)), key=lambda i: (-weights[i], i)):
+        s = min(range(count), key=lambda s: (loads[s], s))
+        out[i] = s
+        loads[s] += weights[i]
+    return out
+
+
+def select(roots: list[Node], cfg: Any) -> list[Node]:
+    """This shard's root nodes. With shard.count=1, all of them, whatever they are."""
+    index, count = cfg.shard.index, cfg.shard.count
+    if count == 1:
+        return roots
+    if not all(_one_discipline(r) for r in roots):
+        raise ConfigError("shard.count", "sharding needs the disciplines of a taxonomy file",
+                          "generate the taxonomy once with taxonomy.review=true, then pass "
+                          "taxonomy.file=<run>/taxonomy.yaml to every shard")
+    if count > len(roots):
+        raise ConfigError("shard.count", f"{count} shards for the {len(roots)} disciplines of taxonomy.file "
+                          "leave some shards empty", f"use shard.count={max(len(roots), 1)} or fewer")
+    # Tree order first, whatever order the roots came in: the assignment depends on the taxonomy only.
+    ordered = sorted(roots, key=lambda r: r.path)
+    shards = assign([weight(r, cfg) for r in ordered], count)
+    return [r for r, s in zip(ordered, shards) if s == index]

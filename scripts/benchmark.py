@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Throughput benchmark: the pipeline against raw vLLM on the same requests, in one sitting.
+
+    .venv/bin/python scripts/benchmark.py                 # tiny and small (~4x), all rows
+    .venv/bin/python scripts/benchmark.py --sizes tiny --skip-backends
+
+Every measurement runs in its own process (one vLLM engine per process). Rows:
+- pipeline (pipelined, the default) and level-by-level (engine.pipelined=false), per size:
+  generated tokens / generation wall time, and peak RSS of the orchestrating process;
+- raw: every request the pipelined run sent (same prompts, schemas, seeds, max_tokens, retries
+  included) replayed as ONE vLLM batch: the ideal the pipeline is compared with;
+- per structured-output backend, and unconstrained: the same requests as one batch: schema
+  compile time (first request per schema alone), share of replies valid first time, tokens/s.
+Ratios are what matter: this machine is shared and noisy, absolute times are not stable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SIZES = {"tiny": ["breadth=tiny"], "small": ["breadth=small"]}
+
+
+def run_pipeline(out: Path, size: str, pipelined: bool, extra: list[str]) -> dict:
+    cmd = [str(BIN / "glan-local"), *SIZES[size], f"engine.pipelined={str(pipelined).lower()}",
+           f"out_dir={out}", "quality.enabled=false", *extra]
+    # The summary carries the orchestrating process's own peak RSS (vLLM's core is another process).
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"pipeline run failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def stored_requests(out: Path) -> list[dict]:
+    db = sqlite3.connect(out / "store.sqlite")
+    rows = db.execute("SELECT key, level, messages, request FROM replies ORDER BY created").fetchall()
+    return [{"key": k, "level": lvl, "messages": json.loads(m), **json.loads(r)} for k, lvl, m, r in rows]
+
+
+RAW = r'''
+import json, sys, time
+if __name__ == "__main__":
+    from vllm import LLM, SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+    spec = json.load(open(sys.argv[1]))
+    backend = spec["backend"]
+    llm = LLM(spec["model"], dtype=spec["dtype"], max_model_len=spec["max_model_len"], enforce_eager=True,
+              gpu_memory_utilization=spec["gpu_memory_utilization"], enable_prefix_caching=True,
+              max_num_seqs=spec["max_num_seqs"],
+              structured_outputs_config={"backend": backend if backend != "none" else "xgrammar"})
+    tok = llm.get_tokenizer()
+    reqs = spec["requests"]
+    prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in reqs]
+    def params(r):
+        s = r["sampling"]
+        so = StructuredOutputsParams(json=r["schema"]) if (r["schema"] and backend != "none") else None
+        return SamplingParams(temperature=s["temperature"], top_p=s["top_p"], max_tokens=s["max_tokens"],
+                              repetition_penalty=s["repetition_penalty"], seed=s["seed"], structured_outputs=so)
+    compile_s = {}
+    if backend != "none":
+        # Compile time: the first request of each distinct schema alone, 1 token.
+        seen = {}
+        for r, p in zip(reqs, prompts):
+            if r["schema"] and json.dumps(r["schema"], sort_keys=True) not in seen:
+                seen[json.dumps(r["schema"], sort_keys=True)] = (r, p)
+        for name, (r, p) in seen.items():
+            sp = params(r); sp.max_tokens = 1
+            t = time.perf_counter(); llm.generate([p], [sp], use_tqdm=False)
+            compile_s[r["level"]] = round(max(compile_s.get(r["level"], 0), time.perf_counter() - t), 2)
+    t = time.perf_counter()
+    outs = llm.generate(prompts, [params(r) for r in reqs], use_tqdm=False)
+    wall = time.perf_counter() - t
+    tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    valid = 0
+    for r, o in zip(reqs, outs):
+        if o.outputs[0].finish_reason != "stop":
+            continue
+        if r["schema"] is None:
+            valid += 1
+            continue
+        try:
+            json.loads(o.outputs[0].text); valid += 1
+        except ValueError:
+            pass
+    print("RESULT " + json.dumps({"tokens": tokens, "wall_s": wall, "requests": len(reqs), "valid": valid,
+                                  "compile_s": compile_s}))
+'''
+
+
+def run_raw(requests: list[dict], backend: str, model_dir: str, cfg: dict, work: Path) -> dict:
+    spec = work / f"raw-{backend}.json"
+    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests, **cfg}))
+    script = work / "raw.py"
+    script.write_text(RAW)
+    p = subprocess.run([sys.executable, str(script), str(spec)], capture_output=True, text=True,
+                       env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"raw replay ({backend}) failed:\n{p.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(SIZES))
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "benchmark")
+    ap.add_argument("--skip-backends", action="store_true")
+    ap.add_argument("--extra", nargs="*", default=[], help="more glan-local overrides for every pipeline run")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple] = []
+    for size in args.sizes:
+        tag = f"{size}-{int(time.time())}"
+        piped = run_pipeline(args.work / f"{tag}-pipelined", size, True, args.extra)
+        level = run_pipeline(args.work / f"{tag}-levels", size, False, args.extra)
+        model_dir = piped["model"]["path"]
+        man = json.loads((args.work / f"{tag}-pipelined" / "manifest.json").read_text())["config"]["model"]
+        cfg = {k: man[k] for k in ("dtype", "max_model_len", "gpu_memory_utilization", "max_num_seqs")}
+        reqs = stored_requests(args.work / f"{tag}-pipelined")
+        raw = run_raw(reqs, man_backend(args.work / f"{tag}-pipelined"), model_dir, cfg, args.work)
+        ideal = raw["tokens"] / raw["wall_s"]
+        for name, s in (("pipeline", piped), ("level-by-level", level)):
+            t = s["totals"]
+            rows.append((size, name, t["generated"], t["output_tokens"], t["generation_s"], t["output_tokens_per_s"],
+                         round(t["output_tokens_per_s"] / ideal, 2), t.get("cached_prompt_tokens", "-"),
+                         t["peak_rss_mb"]))
+        rows.append((size, "raw vLLM batch (ideal)", raw["requests"], raw["tokens"], round(raw["wall_s"], 1),
+                     round(ideal, 1), 1.0, "-", "-"))
+        if not args.skip_backends and size == args.sizes[0]:
+            for backend in ("outlines", "xgrammar", "guidance", "none"):
+                r = run_raw(reqs, backend, model_dir, cfg, args.work)
+                tps = r["tokens"] / r["wall_s"]
+                rows.append((size, f"backend {backend}" if backend != "none" else "unconstrained", r["requests"],
+                             r["tokens"], round(r["wall_s"], 1), round(tps, 1), round(tps / ideal, 2),
+                             f"valid {r['valid']}/{r['requests']}", json.dumps(r["compile_s"])))
+    head = ("size", "what", "requests", "out tokens", "wall s", "tok/s", "vs raw", "cached prompt tok / valid",
+            "peak RSS MB / compile s")
+    table = [head, *rows]
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in table]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("\n".join(lines))
+    (args.work / "benchmark.md").write_text("\n".join(lines) + "\n")
+
+
+def man_backend(run: Path) -> str:
+    return json.loads((run / "manifest.json").read_text())["engine_id"]["backend"]
+
+
+if __name__ == "__main__":
+    main()

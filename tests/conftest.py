@@ -1,0 +1,53 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+
+@pytest.fixture
+def compose():
+    """Compose the real conf/ with overrides, as the CLI would, into a typed GlanConfig."""
+    from hydra import compose as hcompose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from glan_local.cli import _run_name
+    from glan_local.config import GlanConfig, register
+
+    register()
+    if not OmegaConf.has_resolver("glan_run_name"):
+        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = hcompose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), cfg))
+
+    return _compose
+
+
+@pytest.fixture
+def fake_model(tmp_path):
+    """A folder that passes the model checks, for runs with the FAKE engine (nothing loads it)."""
+    d = tmp_path / "fake-model"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"0")
+    (d / "chat_template.jinja").write_text("{{ messages }}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted tiny run with the REAL engine, shared by the end-to-end tests."""
+    from e2e import run_glan
+
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    return out, run_glan(out)

@@ -1,0 +1,138 @@
+"""Orchestration with the FAKE engine (tests/fakes.py): no model runs here. The real engine is
+exercised in test_engine_e2e.py."""
+import json
+
+import pytest
+
+from fakes import FakeEngine
+from glan_local.run import generate
+
+LEVELS = ["taxonomy", "subjects", "syllabus", "questions", "answers"]
+
+
+def _run(compose, fake_model, out, *overrides, engine=None):
+    cfg = compose(f"model.path={fake_model}", *overrides)
+    engine = engine or FakeEngine()
+    summary = generate(cfg, out, engine_factory=lambda p: engine)
+    return summary, engine
+
+
+def _read(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_full_tree_counts_and_provenance(compose, fake_model, tmp_path):
+    s, _ = _run(compose, fake_model, tmp_path / "run", "breadth.questions_per_syllabus=3")
+    lv = s["levels"]
+    for name in LEVELS:
+        assert lv[name]["planned"] == lv[name]["ok"] + lv[name]["failed"]
+    assert lv["taxonomy"]["planned"] == 1 + 2 + 2          # fields, sub-fields, disciplines requests
+    assert lv["subjects"]["planned"] == 2 * 2               # 2 disciplines x 2 queries
+    assert lv["syllabus"]["planned"] == 2 * 2               # capped at 2 subjects per discipline
+    assert lv["questions"]["planned"] == 4 * 3
+    assert s["rows"] == lv["answers"]["ok"] == 12
+    rows = _read(tmp_path / "run" / "data" / "train.jsonl")
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    for r in rows:
+        for k in ("field", "subfield", "discipline", "subject", "subject_level", "session_titles",
+                  "key_concepts", "question", "answer", "question_seed", "answer_seed",
+                  "question_request", "answer_request", "syllabus_request", "model", "strategy"):
+            assert r[k] not in (None, "", []), k
+        assert r["messages"] == [{"role": "user", "content": r["question"]},
+                                 {"role": "assistant", "content": r["answer"]}]
+    assert (tmp_path / "run" / "data" / "train-00000-of-00001.parquet").exists()
+    assert (tmp_path / "run" / "taxonomy.yaml").exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["rows"] == 12
+
+
+def test_bad_replies_are_retried_then_recorded_never_rows(compose, fake_model, tmp_path):
+    def fault(req):
+        if req.level == "questions" and req.messages[-1]["content"].count("Session 1:"):
+            seed = req.sampling["seed"]
+            if seed % 3 == 0:
+                return ('{"question": "cut', "length")
+            if seed % 3 == 1:
+                return ('{"question": "   "}', "stop")
+            return ("", "error")
+        return None
+    s, eng = _run(compose, fake_model, tmp_path / "run", "engine.max_attempts=3", engine=FakeEngine(fault))
+    q = s["levels"]["questions"]
+    assert q["failed"] == q["planned"] and q["ok"] == 0
+    assert q["attempts"] == 3 * q["planned"] and q["retries"] == 2 * q["planned"]
+    assert sum(q["failures"].values()) == q["failed"]
+    assert set(q["failures"]) <= {"cut at max_tokens", "invalid", "backend error"}
+    assert s["rows"] == 0
+    fails = _read(tmp_path / "run" / "levels" / "failures.jsonl")
+    assert len(fails) == q["failed"] and all(f["attempts"] == 3 for f in fails)
+
+
+def test_pipelined_and_level_by_level_give_identical_outputs(compose, fake_model, tmp_path):
+    _run(compose, fake_model, tmp_path / "a", "engine.pipelined=true", "engine.max_in_flight=4")
+    _run(compose, fake_model, tmp_path / "b", "engine.pipelined=false")
+    for name in ("taxonomy.yaml", "levels/syllabus.jsonl", "levels/questions.jsonl", "data/train.jsonl"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+
+
+def test_second_run_replays_the_store_and_generates_nothing(compose, fake_model, tmp_path):
+    s1, e1 = _run(compose, fake_model, tmp_path / "run")
+    first = (tmp_path / "run" / "data" / "train.jsonl").read_text()
+    s2, e2 = _run(compose, fake_model, tmp_path / "run")
+    assert e2.submitted == [] and s2["totals"]["from_store"] == s1["totals"]["planned"]
+    assert (tmp_path / "run" / "data" / "train.jsonl").read_text() == first
+
+
+def test_review_stops_after_taxonomy_and_edited_file_continues(compose, fake_model, tmp_path):
+    s, eng = _run(compose, fake_model, tmp_path / "review", "taxonomy.review=true")
+    assert {r.level for r in eng.submitted} == {"taxonomy"} and s["rows"] == 0
+    tax = (tmp_path / "review" / "taxonomy.yaml").read_text()
+    import yaml
+    data = yaml.safe_load(tax)
+    data["fields"] = data["fields"][:1]                      # a reviewer prunes a field
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(data))
+    s2, eng2 = _run(compose, fake_model, tmp_path / "cont", f"taxonomy.file={edited}")
+    assert "taxonomy" not in {r.level for r in eng2.submitted}
+    rows = _read(tmp_path / "cont" / "data" / "train.jsonl")
+    assert rows and {r["field"] for r in rows} == {data["fields"][0]["name"]}
+
+
+def test_verify_replays_the_store_and_catches_tampering(compose, fake_model, tmp_path):
+    from glan_local.manifest import verify
+
+    run = tmp_path / "run"
+    _run(compose, fake_model, run)
+    ok, lines = verify(run)
+    assert ok, lines
+    assert any(line.startswith("data/train.jsonl: identical") for line in lines)
+    rows = (run / "data" / "train.jsonl").read_text().splitlines()
+    (run / "data" / "train.jsonl").write_text("\n".join(rows[:-1]) + "\n")     # a row goes missing
+    ok, lines = verify(run)
+    assert not ok and "data/train.jsonl: differs from the replay" in lines
+
+
+def test_run_dir_of_another_config_is_refused_unless_overwrite(compose, fake_model, tmp_path):
+    from glan_local.config import ConfigError
+
+    run = tmp_path / "run"
+    _run(compose, fake_model, run)
+    before = (run / "data" / "train.jsonl").read_text()
+    with pytest.raises(ConfigError) as e:
+        _run(compose, fake_model, run, "breadth.questions_per_syllabus=1")
+    assert e.value.key == "out_dir" and "overwrite=true" in str(e.value)
+    assert (run / "data" / "train.jsonl").read_text() == before            # nothing touched
+    # Settings that only change how a run goes are not a different config.
+    _run(compose, fake_model, run, "engine.max_in_flight=2")
+    s, eng = _run(compose, fake_model, run, "breadth.questions_per_syllabus=1", "overwrite=true")
+    # The store was kept: only the answers of... nothing upstream is generated again.
+    assert {r.level for r in eng.submitted} <= {"questions", "answers"} and s["rows"] > 0
+
+
+def test_shared_cache_reuses_upstream_levels_across_runs(compose, fake_model, tmp_path):
+    cache = tmp_path / "cache"
+    s1, _ = _run(compose, fake_model, tmp_path / "a", f"cache_dir={cache}")
+    s2, eng = _run(compose, fake_model, tmp_path / "b", f"cache_dir={cache}", "breadth.questions_per_syllabus=3")
+    lv = s2["levels"]
+    for name in ("taxonomy", "subjects", "syllabus"):
+        assert lv[name]["from_cache"] == lv[name]["attempts"] > 0
+    assert {r.level for r in eng.submitted} == {"questions", "answers"}
+    assert s2["totals"]["from_cache"] > 0 and s1["totals"]["from_cache"] == 0

@@ -1,0 +1,110 @@
+import pytest
+
+from glan_local.config import ConfigError, validate
+from glan_local.levels import subjects, taxonomy
+from glan_local.seeds import derive_seed
+
+
+def test_seed_derivation_is_deterministic_and_identity_sensitive():
+    s = derive_seed(0, "questions", "00001.00002", 0, 0)
+    assert s == derive_seed(0, "questions", "00001.00002", 0, 0)
+    others = {derive_seed(1, "questions", "00001.00002", 0, 0), derive_seed(0, "answers", "00001.00002", 0, 0),
+              derive_seed(0, "questions", "00001.00003", 0, 0), derive_seed(0, "questions", "00001.00002", 1, 0),
+              derive_seed(0, "questions", "00001.00002", 0, 1)}
+    assert s not in others and len(others) == 5
+    assert 0 <= s < 2**31
+
+
+def test_subject_merge_normalizes_dedups_and_caps():
+    lists = [[{"name": "Organic Chemistry"}, {"name": "Calculus"}],
+             [{"name": "organic  chemistry!"}, {"name": "Thermodynamics"}, {"name": "Calculus"}],
+             [{"name": "Quantum Mechanics"}]]
+    merged = subjects.merge(lists, cap=10)
+    assert [m["name"] for m in merged] == ["Organic Chemistry", "Calculus", "Thermodynamics", "Quantum Mechanics"]
+    assert [m["query"] for m in merged] == [0, 0, 1, 2]
+    assert len(subjects.merge(lists, cap=2)) == 2
+    assert subjects.normalize("  Ｃａｌｃｕｌｕｓ  I ") == "calculus i"
+
+
+def test_schemas_reject_blank_and_repeated_names():
+    Names = taxonomy.schema(2)
+    assert Names.model_validate_json('{"names": ["A", "B"]}').names == ["A", "B"]
+    for bad in ('{"names": ["A", "  "]}', '{"names": ["A", "a"]}', '{"names": ["A"]}', '{"names": []}'):
+        with pytest.raises(ValueError):
+            Names.model_validate_json(bad)
+    S = subjects.schema(3, 2)
+    with pytest.raises(ValueError):
+        S.model_validate_json('{"subjects": []}')
+    schema = S.model_json_schema()
+    assert "maxLength" not in str(schema)   # outlines compiles maxLength slowly: never emitted
+
+
+@pytest.mark.parametrize("override,key", [
+    ("breadth.fields=0", "breadth.fields"),
+    ("breadth.questions_per_syllabus=-1", "breadth.questions_per_syllabus"),
+    ("breadth.sessions_min=9", "breadth.sessions_min"),
+    ("breadth.two_session_fraction=1.5", "breadth.two_session_fraction"),
+    ("sampling.answers.top_p=0", "sampling.answers.top_p"),
+    ("sampling.syllabus.temperature=-1", "sampling.syllabus.temperature"),
+    ("sampling.answers.max_tokens=5000", "sampling.answers.max_tokens"),
+    ("engine.max_attempts=0", "engine.max_attempts"),
+    ("model.gpu_memory_utilization=1.5", "model.gpu_memory_utilization"),
+])
+def test_validation_names_the_key(compose, override, key):
+    cfg = compose(override)
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert e.value.key == key
+    assert "\n" not in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_defaults_and_presets_validate(compose):
+    for overrides in ([], ["breadth=small"], ["breadth=paper", "model.max_model_len=8192"], ["model=qwen2.5-7b-instruct"],
+                      ["model=llama-3.3-70b-instruct", "engine.backend=xgrammar"]):
+        validate(compose(*overrides))
+    assert compose("model=llama-3.3-70b-instruct").model.tensor_parallel_size == 8
+
+
+def test_taxonomy_file_round_trip_and_errors(tmp_path):
+    recs = [{"field": "F", "subfield": "S", "discipline": "D1"}, {"field": "F", "subfield": "S", "discipline": "D2"},
+            {"field": "G", "subfield": "T", "discipline": "E"}]
+    import yaml
+    p = tmp_path / "tax.yaml"
+    p.write_text(yaml.safe_dump(taxonomy.to_file(recs)))
+    nodes = taxonomy.load(str(p))
+    assert [(n.path, n.data["discipline"]) for n in nodes] == [((0, 0, 0), "D1"), ((0, 0, 1), "D2"), ((1, 0, 0), "E")]
+    for text in ("fields: [", "{}", "fields: []", "fields: [{name: F, subfields: [{name: S, disciplines: []}]}]",
+                 "fields: [{name: F, subfields: [{name: S, disciplines: [A, a]}]}]"):
+        p.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            taxonomy.load(str(p))
+        assert e.value.key == "taxonomy.file" and str(p) in str(e.value)
+
+
+def test_level_files_are_sorted_by_external_merge(tmp_path, monkeypatch):
+    import json
+    import random
+
+    from glan_local import export
+
+    monkeypatch.setattr(export, "CHUNK", 3)          # force several sorted runs and a merge
+    (tmp_path / "levels").mkdir()
+    ids = [f"{i:05d}.{j:05d}" for i in range(4) for j in range(5)]
+    shuffled = ids[:]
+    random.Random(0).shuffle(shuffled)
+    (tmp_path / "levels" / "questions.jsonl.part").write_text(
+        "".join(json.dumps({"id": i, "question": f"q{i}"}) + "\n" for i in shuffled))
+    counts = export.finalize_levels(tmp_path, ["questions"])
+    out = [json.loads(line)["id"] for line in (tmp_path / "levels" / "questions.jsonl").read_text().splitlines()]
+    assert out == ids and counts["questions"] == 20
+    assert sorted(p.name for p in (tmp_path / "levels").iterdir()) == ["failures.jsonl", "questions.jsonl"]
+
+
+def test_run_names_stay_short_and_distinct():
+    from glan_local.cli import _run_name
+
+    long_a = ",".join(f"sampling.answers.max_tokens={i}" for i in range(30))
+    long_b = long_a.replace("=29", "=31")
+    a, b = _run_name("m", "tiny", long_a), _run_name("m", "tiny", long_b)
+    assert len(a) <= 120 and a != b
+    assert _run_name("m", "tiny", "breadth.fields=3,engine.max_in_flight=8") == "m_tiny_breadth.fields=3"
