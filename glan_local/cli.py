@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import multiprocessing as mp
+import json
 import os
 import re
+import signal
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,19 +51,50 @@ def _job(container: dict, run_dir: str) -> None:
 
 
 
+class SweepJobFailed(Exception):
+    """A sweep job ended with an error; its own one-line message is already printed above."""
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg) -> None:
     run_dir = cfg.out_dir or HydraConfig.get().runtime.output_dir
     container = OmegaConf.to_container(cfg, resolve=True)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        # vLLM cannot free an engine inside a process: each sweep job gets a fresh one.
-        p = mp.get_context("spawn").Process(target=_job_or_exit, args=(container, run_dir))
-        p.start()
-        p.join()
-        if p.exitcode != 0:
-            raise RuntimeError(f"sweep job in {run_dir} failed (exit {p.exitcode})")
+        _sweep_job(container, run_dir)
         return
     _job_or_exit(container, run_dir)
+
+
+def _sweep_job(container: dict, run_dir: str) -> None:
+    """Each sweep job in a fresh interpreter: vLLM frees its engine only when its process
+    exits, and a multiprocessing child skips the exit hooks vLLM relies on to stop its core."""
+    code = "import sys; from glan_local.cli import job_main; job_main(sys.argv[1])"
+    p = subprocess.Popen([sys.executable, "-c", code, run_dir], stdin=subprocess.PIPE, text=True)
+    p.stdin.write(json.dumps(container))
+    p.stdin.close()
+    # SIGTERM (a scheduler's stop) is passed on so the job stops gracefully; Ctrl-C reaches the
+    # job directly (same process group), so here it only waits for the job to finish stopping.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: p.send_signal(signum))
+    try:
+        while True:
+            try:
+                code = p.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        sys.exit(130)       # stopped: the rest of the sweep does not start
+    if code != 0:
+        raise SweepJobFailed(f"[glan-local] sweep job in {run_dir} failed (exit {code}); its one-line error is printed above")
+
+
+def job_main(run_dir: str) -> None:
+    """Entry of a sweep job's own process: the resolved config arrives on stdin."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    register()
+    _job_or_exit(json.loads(sys.stdin.read()), run_dir)
 
 
 def _debug() -> bool:
@@ -114,6 +147,9 @@ def _one_line_errors(func):
     GLAN_DEBUG=1 (or HYDRA_FULL_ERROR=1) shows the traceback instead."""
     try:
         return func()
+    except SweepJobFailed as e:
+        print(e, file=sys.stderr)
+        sys.exit(1)
     except Exception as e:
         if _debug():
             raise

@@ -88,6 +88,13 @@ class VllmEngine:
             self._started.pop(req.key, None)
             self._failed.append(Completion(req.key, "", "error", 0, 0, 0, 0.0, error=f"{type(e).__name__}: {e}"))
 
+    def close(self) -> None:
+        """Stop vLLM's engine-core process now. Its own cleanup runs at interpreter exit, which
+        never comes in a multiprocessing child: left alone there, the core outlives the job."""
+        core = getattr(self.core, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
     def busy(self) -> bool:
         return bool(self._failed) or self.core.has_unfinished_requests()
 

@@ -238,6 +238,8 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         bars.close()
         replies.close()
         submitted.close()
+        if hasattr(engine, "close"):
+            engine.close()
     generation_s = time.monotonic() - t_gen
     stats = sched.stats
     out_tokens = sum(s.output_tokens for s in stats.values())
