@@ -264,6 +264,9 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             "engine_start_s": round(engine_start_s, 1),
             "generation_s": round(generation_s, 1),
             "output_tokens_per_s": round(out_tokens / generation_s, 1) if generation_s > 0 else 0.0,
+            # The rest of generation_s is this process's own work between engine steps.
+            "engine_step_s": round(sched.engine_s, 1),
+            "mean_in_flight": round(sched.in_flight_sum / sched.steps, 1) if sched.steps else 0.0,
             "wall_s": round(time.monotonic() - t_start, 1),
             # This process only (vLLM's engine core runs in its own): what the orchestration costs.
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -92,6 +92,11 @@ class Scheduler:
         self._held: dict[int, list[Node]] = {}
         self._in_flight: dict[str, tuple[_NodeState, int, int, Request]] = {}
         self._seq = 0
+        # Where generation time goes: inside vLLM's step, or in this loop (rendering, validating,
+        # storing); and how many requests vLLM had to batch on average (step-weighted).
+        self.engine_s = 0.0
+        self.steps = 0
+        self.in_flight_sum = 0
         self.schema_hashes: dict[str, str] = {}   # level -> sha256 of each distinct schema, for the manifest
 
     # --- building requests ---------------------------------------------------------------
@@ -140,7 +145,12 @@ class Scheduler:
                     self.add(node)
                 continue
             if self._in_flight:
-                for c in self.engine.step():
+                self.steps += 1
+                self.in_flight_sum += len(self._in_flight)
+                t = time.monotonic()
+                done = self.engine.step()
+                self.engine_s += time.monotonic() - t
+                for c in done:
                     state, i, attempt, req = self._in_flight.pop(c.key)
                     self._handle(state, i, attempt, req, c, stored=None)
         return self.stats

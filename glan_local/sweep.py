@@ -85,7 +85,14 @@ def _cell(v: Any) -> str:
     return "-" if v is None or v == "" else str(v).replace("|", "\\|").replace("\n", " ")
 
 
+def _swept(rows: list[dict]) -> list[dict]:
+    """The table shows only the overrides that differ between jobs (the JSON keeps them all)."""
+    common = set.intersection(*(set(r["overrides"].split()) for r in rows)) if len(rows) > 1 else set()
+    return [{**r, "overrides": " ".join(o for o in r["overrides"].split() if o not in common)} for r in rows]
+
+
 def markdown(rows: list[dict]) -> str:
+    rows = _swept(rows)
     head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|" + "|".join("---" if k in ("overrides", "status") else "---:" for k, _ in COLUMNS) + "|"
     body = ["| " + " | ".join(_cell(r.get(k)) for k, _ in COLUMNS) + " |" for r in rows]

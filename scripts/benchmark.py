@@ -117,6 +117,8 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     rows: list[tuple] = []
+    tps: dict = {}
+    rss: dict = {}
     for size in args.sizes:
         tag = f"{size}-{int(time.time())}"
         piped = run_pipeline(args.work / f"{tag}-pipelined", size, True, args.extra)
@@ -129,24 +131,32 @@ def main() -> None:
         ideal = raw["tokens"] / raw["wall_s"]
         for name, s in (("pipeline", piped), ("level-by-level", level)):
             t = s["totals"]
+            outside = 1 - t["engine_step_s"] / t["generation_s"] if t["generation_s"] else 0.0
             rows.append((size, name, t["generated"], t["output_tokens"], t["generation_s"], t["output_tokens_per_s"],
-                         round(t["output_tokens_per_s"] / ideal, 2), t.get("cached_prompt_tokens", "-"),
-                         t["peak_rss_mb"]))
+                         round(t["output_tokens_per_s"] / ideal, 2), t["mean_in_flight"], f"{outside:.1%}",
+                         t.get("cached_prompt_tokens", "-"), t["peak_rss_mb"]))
+            tps[(size, name)], rss[size] = t["output_tokens_per_s"], max(rss.get(size, 0), t["peak_rss_mb"])
         rows.append((size, "raw vLLM batch (ideal)", raw["requests"], raw["tokens"], round(raw["wall_s"], 1),
-                     round(ideal, 1), 1.0, "-", "-"))
+                     round(ideal, 1), 1.0, raw["requests"], "-", "-", "-"))
         if not args.skip_backends and size == args.sizes[0]:
             for backend in ("outlines", "xgrammar", "guidance", "none"):
                 r = run_raw(reqs, backend, model_dir, cfg, args.work)
-                tps = r["tokens"] / r["wall_s"]
                 rows.append((size, f"backend {backend}" if backend != "none" else "unconstrained", r["requests"],
-                             r["tokens"], round(r["wall_s"], 1), round(tps, 1), round(tps / ideal, 2),
+                             r["tokens"], round(r["wall_s"], 1), round(r["tokens"] / r["wall_s"], 1),
+                             round(r["tokens"] / r["wall_s"] / ideal, 2), r["requests"], "-",
                              f"valid {r['valid']}/{r['requests']}", json.dumps(r["compile_s"])))
-    head = ("size", "what", "requests", "out tokens", "wall s", "tok/s", "vs raw", "cached prompt tok / valid",
-            "peak RSS MB / compile s")
+    head = ("size", "what", "requests", "out tokens", "wall s", "tok/s", "vs raw", "mean in flight",
+            "time outside engine", "cached prompt tok / valid", "peak RSS MB / compile s")
     table = [head, *rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for size in args.sizes:
+        lines.append(f"\n{size}: pipelined / level-by-level throughput = "
+                     f"{tps[(size, 'pipeline')] / tps[(size, 'level-by-level')]:.2f}")
+    if len(args.sizes) > 1:
+        a, b = args.sizes[0], args.sizes[-1]
+        lines.append(f"peak orchestrator RSS {b} / {a} = {rss[b] / rss[a]:.2f}")
     print("\n".join(lines))
     (args.work / "benchmark.md").write_text("\n".join(lines) + "\n")
 

@@ -73,6 +73,17 @@ def test_pipelined_and_level_by_level_give_identical_outputs(compose, fake_model
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
 
 
+def test_pipelining_keeps_more_requests_in_flight_than_level_by_level(compose, fake_model, tmp_path):
+    """The fake engine finishes 3 requests per step, so whatever waits piles up in flight:
+    without level barriers the next level's requests join while the current one drains."""
+    piped, _ = _run(compose, fake_model, tmp_path / "a", "engine.pipelined=true")
+    level, _ = _run(compose, fake_model, tmp_path / "b", "engine.pipelined=false")
+    p, lv = piped["totals"], level["totals"]
+    assert p["generated"] == lv["generated"] > 0
+    assert p["mean_in_flight"] > lv["mean_in_flight"] > 0
+    assert 0 <= p["engine_step_s"] <= p["generation_s"] + 0.1
+
+
 def test_second_run_replays_the_store_and_generates_nothing(compose, fake_model, tmp_path):
     s1, e1 = _run(compose, fake_model, tmp_path / "run")
     first = (tmp_path / "run" / "data" / "train.jsonl").read_text()
