@@ -144,6 +144,9 @@ class PromptsConfig:
 class AnswersConfig:
     # Free text by default (chain-of-thought welcome); true wraps the answer in {"answer": ...}.
     structured: bool = False
+    # The answer teacher (and the judge's); null: the question teacher. Choose a preset with
+    # model@answers.model=<preset>, then tune it under answers.model.*.
+    model: Optional[ModelConfig] = None
 
 
 class DecontamMode(str, Enum):
@@ -278,9 +281,10 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"{key}.top_p", f"{s.top_p} is outside (0, 1]", "use a value in (0, 1]")
         if s.max_tokens < 1:
             raise ConfigError(f"{key}.max_tokens", f"must be positive, got {s.max_tokens}", "use 1 or more")
-        if s.max_tokens >= cfg.model.max_model_len:
+        mkey, m = teacher_of(cfg, level)
+        if s.max_tokens >= m.max_model_len:
             raise ConfigError(f"{key}.max_tokens", f"{s.max_tokens} leaves no room for the prompt in "
-                              f"model.max_model_len={cfg.model.max_model_len}", "lower it or raise model.max_model_len")
+                              f"{mkey}.max_model_len={m.max_model_len}", f"lower it or raise {mkey}.max_model_len")
     e = cfg.engine
     if e.max_attempts < 1:
         raise ConfigError("engine.max_attempts", f"must be positive, got {e.max_attempts}", "use 1 or more")
@@ -289,21 +293,37 @@ def validate(cfg: Any) -> None:
     if e.max_planned_requests < 1:
         raise ConfigError("engine.max_planned_requests", f"must be positive, got {e.max_planned_requests}",
                           "use 1 or more")
-    m = cfg.model
-    _positive(m, "model", ["max_model_len", "tensor_parallel_size", "pipeline_parallel_size",
-                           "data_parallel_size", "max_num_seqs"])
-    if not 0.0 < m.gpu_memory_utilization <= 1.0:
-        raise ConfigError("model.gpu_memory_utilization", f"{m.gpu_memory_utilization} is outside (0, 1]",
-                          "use a fraction such as 0.4 on CPU or 0.9 on GPU")
-    if m.data_parallel_size > 1:
-        raise ConfigError("model.data_parallel_size", f"{m.data_parallel_size}: vLLM's offline engine (vllm.LLM) "
-                          "refuses data parallelism inside one process",
-                          "keep it 1 and run one shard per GPU (CUDA_VISIBLE_DEVICES=i shard.index=i "
-                          "shard.count=N), then glan-local-merge; see README 'Choosing parallelism'")
+    _validate_model(cfg.model, "model")
+    if cfg.answers.model is not None:
+        _validate_model(cfg.answers.model, "answers.model")
     validate_shard(cfg)
     if not str(cfg.language).strip():
         raise ConfigError("language", "is blank", "name a language, e.g. language=English")
     validate_quality(cfg.quality, "quality")
+
+
+def _validate_model(m: Any, prefix: str) -> None:
+    _positive(m, prefix, ["max_model_len", "tensor_parallel_size", "pipeline_parallel_size",
+                          "data_parallel_size", "max_num_seqs"])
+    if not 0.0 < m.gpu_memory_utilization <= 1.0:
+        raise ConfigError(f"{prefix}.gpu_memory_utilization", f"{m.gpu_memory_utilization} is outside (0, 1]",
+                          "use a fraction such as 0.4 on CPU or 0.9 on GPU")
+    if m.data_parallel_size > 1:
+        raise ConfigError(f"{prefix}.data_parallel_size", f"{m.data_parallel_size}: vLLM's offline engine "
+                          "(vllm.LLM) refuses data parallelism inside one process",
+                          "keep it 1 and run one shard per GPU (CUDA_VISIBLE_DEVICES=i shard.index=i "
+                          "shard.count=N), then glan-local-merge; see README 'Choosing parallelism'")
+
+
+# Levels the answer teacher serves when answers.model is set: the answers, and the judge of them.
+ANSWER_LEVELS = ("answers", "judge")
+
+
+def teacher_of(cfg: Any, level: str) -> tuple[str, Any]:
+    """(config key, model config) of the teacher that generates `level`."""
+    if cfg.answers.model is not None and level in ANSWER_LEVELS:
+        return "answers.model", cfg.answers.model
+    return "model", cfg.model
 
 
 def validate_shard(cfg: Any) -> None:

@@ -90,7 +90,7 @@ class _StoreOnly:
 def verify(run_dir: Path) -> tuple[bool, list[str]]:
     """Replay the run into a scratch directory and compare every output file."""
     from .cli import config_from_container
-    from .run import replay
+    from .run import replay, teachers_of
 
     man = read(run_dir)
     if man is None:
@@ -99,7 +99,7 @@ def verify(run_dir: Path) -> tuple[bool, list[str]]:
     engine = _StoreOnly()
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        replay(cfg, Path(tmp), run_dir / "store.sqlite", engine, man["model_id"], man["engine_id"])
+        replay(cfg, Path(tmp), run_dir / "store.sqlite", teachers_of(cfg, man, engine))
         missing = getattr(engine, "missing_total", 0)
         if missing:
             lines.append(f"{missing} requests of this config are not in the store: the templates, "

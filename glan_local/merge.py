@@ -68,6 +68,7 @@ def check(shards: list[tuple[Path, dict]]) -> None:
             raise MergeError(f"{d} and {d0} are runs of different configs (other than shard.index/count): "
                              "merge the shards of one command only")
         for key, what in (("model_id", "teacher model"), ("engine_id", "engine settings"),
+                          ("answer_model_id", "answer teacher"), ("answer_engine_id", "answer engine settings"),
                           ("templates_sha256", "prompt templates")):
             if m.get(key) != m0.get(key):
                 raise MergeError(f"{d} and {d0} were generated with different {what} ({key} differs)")

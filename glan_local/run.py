@@ -9,6 +9,7 @@ import sqlite3
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import manifest, shard
-from .config import ConfigError, enabled_levels, validate
+from .config import ANSWER_LEVELS, ConfigError, enabled_levels, validate
 from .export import Sinks, atomic_write_text, export_dataset, finalize_levels, format_summary
 from .levels import taxonomy
 from .levels.base import Context
@@ -127,22 +128,41 @@ class _Bars:
             b.close()
 
 
-def _walk(cfg: Any, run_dir: Path, engine: Any, replies: Replies, templates: Templates, model_id: str,
-          engine_id: dict, progress=None, on_submit=None) -> tuple[Scheduler, int]:
-    """Generate (or replay) the tree into run_dir's level files and dataset."""
-    ctx = Context(cfg, cfg.model.name)
+@dataclass
+class Teacher:
+    """One model and the levels it generates; run.py starts at most one engine at a time."""
+    name: str
+    levels: tuple[str, ...]
+    engine: Any
+    model_id: str
+    engine_id: dict
+
+
+def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
+          progress=None, on_submit=None) -> tuple[Scheduler, int]:
+    """Generate (or replay) the tree into run_dir's level files and dataset. With a second
+    teacher (answers.model), its levels wait until the first teacher is done and stopped."""
+    first = teachers[0]
+    ctx = Context(cfg, first.name, teachers[-1].name)
     if cfg.taxonomy.file:
         roots = shard.select(taxonomy.select(taxonomy.load(cfg.taxonomy.file, cfg.taxonomy.infer_parents), ctx), cfg)
     else:
         roots = [taxonomy.root()]
     stop_after = "taxonomy" if cfg.taxonomy.review and not cfg.taxonomy.file else None
     sinks = Sinks(run_dir)
-    sched = Scheduler(ctx, engine, replies, templates, model_id, engine_id,
-                      sinks.write, sinks.failure, stop_after=stop_after, progress=progress, on_submit=on_submit)
+    level_ids = {lv: (t.model_id, t.engine_id) for t in teachers[1:] for lv in t.levels}
+    sched = Scheduler(ctx, first.engine, replies, templates, first.model_id, first.engine_id,
+                      sinks.write, sinks.failure, stop_after=stop_after, progress=progress, on_submit=on_submit,
+                      level_ids=level_ids, deferred=frozenset(level_ids))
     # Disciplines read from a file are the taxonomy level's output as they stand.
     sinks.write("taxonomy", [taxonomy.record(r) for r in roots if r.level == "subjects"])
     try:
         sched.run(roots)
+        for before, t in zip(teachers, teachers[1:]):
+            _close(before.engine)      # its memory is the next teacher's
+            sched.engine = t.engine
+            sched.deferred -= set(t.levels)
+            sched.run([])
     finally:
         sinks.close()
     levels = enabled_levels(cfg)
@@ -152,15 +172,57 @@ def _walk(cfg: Any, run_dir: Path, engine: Any, replies: Replies, templates: Tem
     return sched, rows
 
 
-def replay(cfg: Any, out_dir: Path, store_path: Path, engine: Any, model_id: str, engine_id: dict) -> Scheduler:
+def _close(engine: Any) -> None:
+    if hasattr(engine, "close"):
+        engine.close()
+
+
+def teachers_of(cfg: Any, man: dict, engine: Any) -> list[Teacher]:
+    """The teachers a finished run used, from its manifest, all answered by `engine`."""
+    first = Teacher(cfg.model.name, (), engine, man["model_id"], man["engine_id"])
+    if not man.get("answer_model_id"):
+        return [first]
+    return [first, Teacher(cfg.answers.model.name, ANSWER_LEVELS, engine, man["answer_model_id"],
+                           man["answer_engine_id"])]
+
+
+def replay(cfg: Any, out_dir: Path, store_path: Path, teachers: list[Teacher]) -> Scheduler:
     """Rebuild a run's outputs from its reply store alone (for verification)."""
     templates = Templates(cfg.prompts, cfg.language)
     replies = Replies(Store(store_path))
     try:
-        sched, _ = _walk(cfg, out_dir, engine, replies, templates, model_id, engine_id)
+        sched, _ = _walk(cfg, out_dir, teachers, replies, templates)
     finally:
         replies.close()
     return sched
+
+
+class _LazyEngine:
+    """Starts vLLM at the first request not found in a store: a resumed run whose replies are
+    all stored, or a teacher whose levels are all cached, loads no model."""
+
+    def __init__(self, start: Callable[[], Any], say_start: Callable[[], None]):
+        self._start, self._say = start, say_start
+        self.engine: Any = None
+        self.start_s = 0.0
+
+    def submit(self, req) -> None:
+        if self.engine is None:
+            self._say()
+            t = time.monotonic()
+            self.engine = self._start()
+            self.start_s = time.monotonic() - t
+        self.engine.submit(req)
+
+    def busy(self) -> bool:
+        return self.engine is not None and self.engine.busy()
+
+    def step(self) -> list:
+        return self.engine.step() if self.engine is not None else []
+
+    def close(self) -> None:
+        if self.engine is not None:
+            _close(self.engine)
 
 
 def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], Any]] = None) -> dict:
@@ -192,25 +254,36 @@ def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], 
 
 def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_start: float) -> dict:
     container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    model_path = resolve_model_path(cfg.model)
-    if engine_factory is None:
-        check_context(cfg, model_path, templates)
-    _claim(run_dir, container, cfg.overwrite)
-    identity = model_identity(model_path)
-    model_id = f"{identity['name']}:{identity['files_sha256']}"
     backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
-    engine_id = {"backend": backend, "dtype": cfg.model.dtype, "quantization": cfg.model.quantization}
-
-    _say(f"run directory: {run_dir}")
-    _say(f"starting the teacher {cfg.model.name} ({model_path}) with the {backend} backend")
-    t_engine = time.monotonic()
+    specs = [("model", cfg.model, tuple(lv for lv in enabled_levels(cfg) if lv not in ANSWER_LEVELS))]
+    if cfg.answers.model is not None:
+        specs.append(("answers.model", cfg.answers.model, ANSWER_LEVELS))
+    else:
+        specs[0] = ("model", cfg.model, tuple(enabled_levels(cfg)))
+    paths = [resolve_model_path(m, key) for key, m, _ in specs]
     if engine_factory is None:
+        for (key, _, _), path in zip(specs, paths):
+            check_context(cfg, path, templates, key)
+    _claim(run_dir, container, cfg.overwrite)
+    _say(f"run directory: {run_dir}")
+
+    def start(m: Any, path: Path) -> Callable[[], Any]:
+        if engine_factory is not None:
+            return lambda: engine_factory(path)
         from .engine import VllmEngine
 
-        engine = VllmEngine(model_path, cfg.model, cfg.engine)
-    else:
-        engine = engine_factory(model_path)
-    engine_start_s = time.monotonic() - t_engine
+        return lambda: VllmEngine(path, m, cfg.engine)
+
+    teachers, identities = [], []
+    for (key, m, levels), path in zip(specs, paths):
+        identity = model_identity(path)
+        identities.append(identity)
+        say = (lambda m=m, path=path, levels=levels: _say(
+            f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
+        teachers.append(Teacher(m.name, levels, _LazyEngine(start(m, path), say),
+                                f"{identity['name']}:{identity['files_sha256']}",
+                                {"backend": backend, "dtype": m.dtype, "quantization": m.quantization}))
+    identity, model_id, engine_id = identities[0], teachers[0].model_id, teachers[0].engine_id
 
     cache = Store(Path(cfg.cache_dir).expanduser() / "replies.sqlite") if cfg.cache_dir else None
     replies = Replies(Store(run_dir / "store.sqlite"), cache)
@@ -225,7 +298,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
     t_gen = time.monotonic()
     got = _stop_on_signals()
     try:
-        sched, rows = _walk(cfg, run_dir, engine, replies, templates, model_id, engine_id, bars, on_submit)
+        sched, rows = _walk(cfg, run_dir, teachers, replies, templates, bars, on_submit)
     except BaseException as e:
         # Ctrl-C also reaches vLLM's own processes, so the engine may fail first: any error
         # after a stop signal is the stop itself.
@@ -238,14 +311,17 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         bars.close()
         replies.close()
         submitted.close()
-        if hasattr(engine, "close"):
-            engine.close()
-    generation_s = time.monotonic() - t_gen
+        for t in teachers:
+            t.engine.close()
+    # Model loading happens inside the walk (at the first request to generate): not generation.
+    engine_start_s = sum(t.engine.start_s for t in teachers)
+    generation_s = time.monotonic() - t_gen - engine_start_s
     stats = sched.stats
     out_tokens = sum(s.output_tokens for s in stats.values())
     summary = {
         "run_dir": str(run_dir),
         "model": identity,
+        **({"answer_model": identities[1]} if len(identities) > 1 else {}),
         "rows": rows,
         "language": cfg.language,
         "taxonomy": {"disciplines": sum(1 for _ in open(run_dir / "levels" / "taxonomy.jsonl")),
@@ -281,6 +357,8 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         "model": identity,
         "model_id": model_id,
         "engine_id": engine_id,
+        **({"answer_model": identities[1], "answer_model_id": teachers[1].model_id,
+            "answer_engine_id": teachers[1].engine_id} if len(teachers) > 1 else {}),
         "versions": manifest.versions(),
         "templates_sha256": templates.hashes(),
         "schemas_sha256": sched.schema_hashes,

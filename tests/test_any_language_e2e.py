@@ -1,5 +1,7 @@
 """language=, a prompt override, include/exclude and a flat discipline list, in ONE run of the
-REAL engine with the embedded teacher (one run keeps the CI budget)."""
+REAL engine with the embedded teacher (one run keeps the CI budget). The same run answers with
+a second teacher (answers.model: the embedded model again, under another name), so a second
+vLLM engine starts in the process after the first is shut down."""
 import json
 import sqlite3
 
@@ -20,13 +22,16 @@ def test_korean_flat_list_with_override_and_filter(tmp_path, compose):
                    'Reply in JSON: {"question": "..."}')
     out = tmp_path / "run"
     overrides = ["language=ko", f"taxonomy.file={disciplines}", "taxonomy.exclude=[Ceramics]",
-                 f"prompts.questions={tpl}", "breadth.questions_per_syllabus=2"]
+                 f"prompts.questions={tpl}", "breadth.questions_per_syllabus=2",
+                 "model@answers.model=smollm2-135m", "answers.model.name=smollm2-answers"]
     run_glan(out, *overrides)
     s = json.loads((out / "summary.json").read_text())
     assert s["taxonomy"]["dropped"] == ["unspecified/unspecified/Ceramics"]
     rows = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
     assert rows and {r["discipline"] for r in rows} <= {"Marine Biology", "Accounting"}
     assert {(r["language"], r["language_code"]) for r in rows} == {("Korean", "ko")}
+    assert {(r["model"], r["answer_model"]) for r in rows} == {("smollm2-135m", "smollm2-answers")}
+    assert s["levels"]["answers"]["attempts"] > 0 and "answer_model" in s
     # Every level's saved output still validates: keys stay English whatever the language.
     b = compose(*[a for a in TINY if a.startswith("breadth")]).breadth
     for line in (out / "levels" / "syllabus.jsonl").read_text().splitlines():

@@ -147,3 +147,71 @@ def test_shared_cache_reuses_upstream_levels_across_runs(compose, fake_model, tm
         assert lv[name]["from_cache"] == lv[name]["attempts"] > 0
     assert {r.level for r in eng.submitted} == {"questions", "answers"}
     assert s2["totals"]["from_cache"] > 0 and s1["totals"]["from_cache"] == 0
+
+
+def test_answers_by_a_second_teacher_after_the_first_is_stopped(compose, fake_model, tmp_path):
+    """answers.model: the question teacher generates every level up to the questions and is
+    closed; only then does the answer teacher start, and it gets only the answers."""
+    from glan_local.manifest import verify
+
+    answer_model = tmp_path / "answer-model"
+    answer_model.mkdir()
+    for f in fake_model.iterdir():
+        (answer_model / f.name).write_bytes(f.read_bytes())
+    (answer_model / "config.json").write_text('{"other": 1}')   # another model: another identity
+    log = []
+
+    class Logged(FakeEngine):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+            log.append(("start", name))
+
+        def submit(self, req):
+            log.append((self.name, req.level))
+            super().submit(req)
+
+        def close(self):
+            log.append(("close", self.name))
+
+    engines = {}
+
+    def factory(path):
+        engines[path.name] = Logged(path.name)
+        return engines[path.name]
+
+    ov = ["model@answers.model=smollm2-135m", f"answers.model.path={answer_model}", "answers.model.name=answerer"]
+    cfg = compose(f"model.path={fake_model}", *ov)
+    run = tmp_path / "run"
+    summary = generate(cfg, run, engine_factory=factory)
+    first_answer = log.index(("start", "answer-model"))
+    assert ("close", "fake-model") in log[:first_answer]
+    assert {lv for who, lv in log[:first_answer] if who == "fake-model"} == {"taxonomy", "subjects", "syllabus", "questions"}
+    assert {lv for who, lv in log[first_answer:] if who == "answer-model"} == {"answers"}
+    rows = _read(run / "data" / "train.jsonl")
+    assert rows and all(r["answer_model"] == "answerer" and r["model"] == "smollm2-135m" for r in rows)
+    assert summary["answer_model"]["name"] == "answer-model"
+    ok, lines = verify(run)
+    assert ok, lines
+
+    # The same config with one teacher asks the same questions; the answers are other requests.
+    _, single = _run(compose, fake_model, tmp_path / "single")
+    by_level = lambda reqs, lv: {r.key for r in reqs if r.level == lv}
+    assert by_level(single.submitted, "questions") == by_level(engines["fake-model"].submitted, "questions")
+    assert not by_level(single.submitted, "answers") & by_level(engines["answer-model"].submitted, "answers")
+
+    # Resumed with every reply stored: no teacher is even started.
+    log.clear()
+    again = generate(compose(f"model.path={fake_model}", *ov), run, engine_factory=factory)
+    assert log == [] and again["totals"]["generated"] == 0
+
+
+def test_a_bad_answer_teacher_is_refused_before_anything_runs(compose, fake_model, tmp_path):
+    from glan_local.config import ConfigError
+
+    cfg = compose(f"model.path={fake_model}", "model@answers.model=smollm2-135m",
+                  f"answers.model.path={tmp_path / 'missing'}")
+    with pytest.raises(ConfigError) as e:
+        generate(cfg, tmp_path / "run", engine_factory=lambda p: FakeEngine())
+    assert e.value.key == "answers.model.path"
+    assert not (tmp_path / "run" / "levels").exists()

@@ -53,4 +53,4 @@ def _row(node: Node, o: Outcome, ctx: Context) -> dict:
     return {**row, "answer": answer, "answer_seed": o.seed, "answer_request": o.key,
             "messages": [{"role": "user", "content": row["question"]},
                          {"role": "assistant", "content": answer}],
-            "model": ctx.model_name, **_language(ctx.cfg.language)}
+            "model": ctx.model_name, "answer_model": ctx.answer_model_name or ctx.model_name, **_language(ctx.cfg.language)}

@@ -70,6 +70,7 @@ class Level(Protocol):
 class Context:
     cfg: Any           # the validated GlanConfig
     model_name: str
+    answer_model_name: str = ""    # the answer teacher's, when answers.model names another
     dropped: list = field(default_factory=list)   # taxonomy nodes left out by include/exclude
 
 

@@ -70,6 +70,9 @@ def render(*, splits: dict[str, int], columns: list[str], rows: list[dict], info
     out.append("## Teacher\n")
     m = info.summary.get("model") or {}
     out.append(f"- model: `{teacher}`" + (f" (weights sha256 `{m['files_sha256'][:16]}...`)" if m.get("files_sha256") else ""))
+    a = info.summary.get("answer_model") or {}
+    if a:
+        out.append(f"- answers (and judge) by: `{a.get('name')}` (weights sha256 `{a.get('files_sha256', '')[:16]}...`)")
     if cfg.get("engine"):
         out.append(f"- structured output backend: `{cfg['engine'].get('backend')}`; seed: `{cfg.get('seed')}`; "
                    f"language: `{cfg.get('language')}`")
