@@ -34,8 +34,10 @@ def run_pipeline(out: Path, size: str, pipelined: bool, extra: list[str]) -> dic
            f"out_dir={out}", "quality.enabled=false", *extra]
     # The summary carries the orchestrating process's own peak RSS (vLLM's core is another process).
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"pipeline run failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    if p.returncode != 0:   # reported in the table; the other rows still get measured
+        (out / "benchmark-error.log").write_text(p.stderr)
+        last = [x for x in p.stderr.splitlines() if x.startswith("[glan-local]")][-1:]
+        return {"error": (last[0] if last else f"exit {p.returncode}")[:160]}
     return json.loads((out / "summary.json").read_text())
 
 
@@ -103,6 +105,7 @@ def run_raw(requests: list[dict], backend: str, model_dir: str, cfg: dict, work:
     p = subprocess.run([sys.executable, str(script), str(spec)], capture_output=True, text=True,
                        env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
     line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    (work / f"raw-{backend}.out").write_text(p.stdout + p.stderr)
     if line is None:
         raise SystemExit(f"raw replay ({backend}) failed:\n{p.stderr[-3000:]}")
     return json.loads(line[len("RESULT "):])
@@ -123,6 +126,9 @@ def main() -> None:
         tag = f"{size}-{int(time.time())}"
         piped = run_pipeline(args.work / f"{tag}-pipelined", size, True, args.extra)
         level = run_pipeline(args.work / f"{tag}-levels", size, False, args.extra)
+        if "error" in piped:    # the raw replay needs the pipelined run's requests
+            rows.append((size, "pipeline", "-", "-", "-", "-", "-", "-", "-", piped["error"], "-"))
+            continue
         model_dir = piped["model"]["path"]
         man = json.loads((args.work / f"{tag}-pipelined" / "manifest.json").read_text())["config"]["model"]
         cfg = {k: man[k] for k in ("dtype", "max_model_len", "gpu_memory_utilization", "max_num_seqs")}
@@ -130,6 +136,9 @@ def main() -> None:
         raw = run_raw(reqs, man_backend(args.work / f"{tag}-pipelined"), model_dir, cfg, args.work)
         ideal = raw["tokens"] / raw["wall_s"]
         for name, s in (("pipeline", piped), ("level-by-level", level)):
+            if "error" in s:
+                rows.append((size, name, "-", "-", "-", "-", "-", "-", "-", s["error"], "-"))
+                continue
             t = s["totals"]
             outside = 1 - t["engine_step_s"] / t["generation_s"] if t["generation_s"] else 0.0
             rows.append((size, name, t["generated"], t["output_tokens"], t["generation_s"], t["output_tokens_per_s"],
@@ -152,9 +161,10 @@ def main() -> None:
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for size in args.sizes:
-        lines.append(f"\n{size}: pipelined / level-by-level throughput = "
-                     f"{tps[(size, 'pipeline')] / tps[(size, 'level-by-level')]:.2f}")
-    if len(args.sizes) > 1:
+        if (size, "pipeline") in tps and (size, "level-by-level") in tps:
+            lines.append(f"\n{size}: pipelined / level-by-level throughput = "
+                         f"{tps[(size, 'pipeline')] / tps[(size, 'level-by-level')]:.2f}")
+    if len(args.sizes) > 1 and len(rss) > 1:
         a, b = args.sizes[0], args.sizes[-1]
         lines.append(f"peak orchestrator RSS {b} / {a} = {rss[b] / rss[a]:.2f}")
     print("\n".join(lines))
