@@ -47,6 +47,36 @@ def stored_requests(out: Path) -> list[dict]:
     return [{"key": k, "level": lvl, "messages": json.loads(m), **json.loads(r)} for k, lvl, m, r in rows]
 
 
+def critical_path_s(out: Path) -> float:
+    """Seconds along the run's longest chain of replies that had to wait for one another: a
+    node's requests start when its parent node is complete, and a retry when its attempt
+    failed. No schedule that respects the tree and the retries finishes sooner than this chain
+    at the speed its replies actually ran. (A node's retries are charged to its slowest ask:
+    exact for every level but subjects, whose queries rarely retry.)"""
+    db = sqlite3.connect(out / "store.sqlite")
+    took: dict = {}
+    for level, node, attempt, elapsed in db.execute("SELECT level, node, attempt, elapsed_s FROM replies"):
+        per_attempt = took.setdefault((level, node), {})
+        per_attempt[attempt] = max(per_attempt.get(attempt, 0.0), elapsed)
+    order = ["taxonomy", "subjects", "syllabus", "questions", "answers", "judge"]
+
+    def parent(level: str, node: str):
+        if level == "taxonomy":
+            return None if node == "root" else ("taxonomy", node.rpartition(".")[0] or "root")
+        prev = order[order.index(level) - 1]
+        return (prev, node) if level in ("answers", "judge") else (prev, node.rpartition(".")[0])
+
+    done: dict = {}
+
+    def finish(k) -> float:
+        if k not in done:
+            p = parent(*k)
+            done[k] = (finish(p) if p in took else 0.0) + sum(took[k].values())
+        return done[k]
+
+    return max((finish(k) for k in took), default=0.0)
+
+
 RAW = r'''
 import json, sys, time
 if __name__ == "__main__":
@@ -127,7 +157,7 @@ def main() -> None:
         piped = run_pipeline(args.work / f"{tag}-pipelined", size, True, args.extra)
         level = run_pipeline(args.work / f"{tag}-levels", size, False, args.extra)
         if "error" in piped:    # the raw replay needs the pipelined run's requests
-            rows.append((size, "pipeline", "-", "-", "-", "-", "-", "-", "-", piped["error"], "-"))
+            rows.append((size, "pipeline", "-", "-", "-", "-", "-", "-", "-", "-", piped["error"], "-"))
             continue
         model_dir = piped["model"]["path"]
         man = json.loads((args.work / f"{tag}-pipelined" / "manifest.json").read_text())["config"]["model"]
@@ -137,25 +167,26 @@ def main() -> None:
         ideal = raw["tokens"] / raw["wall_s"]
         for name, s in (("pipeline", piped), ("level-by-level", level)):
             if "error" in s:
-                rows.append((size, name, "-", "-", "-", "-", "-", "-", "-", s["error"], "-"))
+                rows.append((size, name, "-", "-", "-", "-", "-", "-", "-", "-", s["error"], "-"))
                 continue
             t = s["totals"]
             outside = 1 - t["engine_step_s"] / t["generation_s"] if t["generation_s"] else 0.0
+            chain = critical_path_s(Path(s["run_dir"])) / t["generation_s"] if t["generation_s"] else 0.0
             rows.append((size, name, t["generated"], t["output_tokens"], t["generation_s"], t["output_tokens_per_s"],
                          round(t["output_tokens_per_s"] / ideal, 2), t["mean_in_flight"], f"{outside:.1%}",
-                         t.get("cached_prompt_tokens", "-"), t["peak_rss_mb"]))
+                         f"{chain:.0%}", t.get("cached_prompt_tokens", "-"), t["peak_rss_mb"]))
             tps[(size, name)], rss[size] = t["output_tokens_per_s"], max(rss.get(size, 0), t["peak_rss_mb"])
         rows.append((size, "raw vLLM batch (ideal)", raw["requests"], raw["tokens"], round(raw["wall_s"], 1),
-                     round(ideal, 1), 1.0, raw["requests"], "-", "-", "-"))
+                     round(ideal, 1), 1.0, raw["requests"], "-", "-", "-", "-"))
         if not args.skip_backends and size == args.sizes[0]:
             for backend in ("outlines", "xgrammar", "guidance", "none"):
                 r = run_raw(reqs, backend, model_dir, cfg, args.work)
                 rows.append((size, f"backend {backend}" if backend != "none" else "unconstrained", r["requests"],
                              r["tokens"], round(r["wall_s"], 1), round(r["tokens"] / r["wall_s"], 1),
-                             round(r["tokens"] / r["wall_s"] / ideal, 2), r["requests"], "-",
+                             round(r["tokens"] / r["wall_s"] / ideal, 2), r["requests"], "-", "-",
                              f"valid {r['valid']}/{r['requests']}", json.dumps(r["compile_s"])))
     head = ("size", "what", "requests", "out tokens", "wall s", "tok/s", "vs raw", "mean in flight",
-            "time outside engine", "cached prompt tok / valid", "peak RSS MB / compile s")
+            "time outside engine", "dependency chain / wall", "cached prompt tok / valid", "peak RSS MB / compile s")
     table = [head, *rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in table]
