@@ -58,6 +58,13 @@ class VllmEngine:
         )
         if model_cfg.max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = model_cfg.max_num_batched_tokens
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # After a partial (chunked) prefill vLLM rewinds the seeded request's generator, which
+            # a CPU torch.Generator cannot do ("CPU Generator does not use offset"): the engine
+            # core died whenever one step split a seeded prompt (many long prompts at once).
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(dict(model_cfg.extra or {}))
         self.llm = LLM(**kwargs)
         self.core = self.llm.llm_engine

@@ -87,7 +87,9 @@ if __name__ == "__main__":
     llm = LLM(spec["model"], dtype=spec["dtype"], max_model_len=spec["max_model_len"], enforce_eager=True,
               gpu_memory_utilization=spec["gpu_memory_utilization"], enable_prefix_caching=True,
               max_num_seqs=spec["max_num_seqs"],
-              structured_outputs_config={"backend": backend if backend != "none" else "xgrammar"})
+              structured_outputs_config={"backend": backend if backend != "none" else "xgrammar"},
+              # as glan_local/engine.py: seeded requests crash vLLM on the CPU after a chunked prefill
+              **({"enable_chunked_prefill": False} if spec["cpu"] else {}))
     tok = llm.get_tokenizer()
     reqs = spec["requests"]
     prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in reqs]
@@ -129,7 +131,10 @@ if __name__ == "__main__":
 
 def run_raw(requests: list[dict], backend: str, model_dir: str, cfg: dict, work: Path) -> dict:
     spec = work / f"raw-{backend}.json"
-    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests, **cfg}))
+    from vllm.platforms import current_platform
+
+    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests,
+                                "cpu": current_platform.is_cpu(), **cfg}))
     script = work / "raw.py"
     script.write_text(RAW)
     p = subprocess.run([sys.executable, str(script), str(spec)], capture_output=True, text=True,
