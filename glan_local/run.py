@@ -214,9 +214,6 @@ class _LazyEngine:
             self.start_s = time.monotonic() - t
         self.engine.submit(req)
 
-    def busy(self) -> bool:
-        return self.engine is not None and self.engine.busy()
-
     def step(self) -> list:
         return self.engine.step() if self.engine is not None else []
 
@@ -255,11 +252,11 @@ def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], 
 def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_start: float) -> dict:
     container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
-    specs = [("model", cfg.model, tuple(lv for lv in enabled_levels(cfg) if lv not in ANSWER_LEVELS))]
-    if cfg.answers.model is not None:
-        specs.append(("answers.model", cfg.answers.model, ANSWER_LEVELS))
+    if cfg.answers.model is None:
+        specs = [("model", cfg.model, tuple(enabled_levels(cfg)))]
     else:
-        specs[0] = ("model", cfg.model, tuple(enabled_levels(cfg)))
+        specs = [("model", cfg.model, tuple(lv for lv in enabled_levels(cfg) if lv not in ANSWER_LEVELS)),
+                 ("answers.model", cfg.answers.model, ANSWER_LEVELS)]
     paths = [resolve_model_path(m, key) for key, m, _ in specs]
     if engine_factory is None:
         for (key, _, _), path in zip(specs, paths):
