@@ -65,6 +65,9 @@ class EngineConfig:
     max_in_flight: int = 256
     # false: a level's children wait until the whole level is done (for comparison only).
     pipelined: bool = True
+    # While fewer requests than this are in flight and none wait, later attempts of running
+    # asks start ahead of need (speculative retries; same outputs). 0: retries wait their turn.
+    speculate_below: int = 16
     # A run planning more requests than this (breadth x taxonomy, an upper bound) is refused
     # before the model loads: 5x breadth=paper (~20M), a typo (breadth.fields=100000) not a plan.
     max_planned_requests: int = 100_000_000
@@ -290,6 +293,9 @@ def validate(cfg: Any) -> None:
         raise ConfigError("engine.max_attempts", f"must be positive, got {e.max_attempts}", "use 1 or more")
     if e.max_in_flight < 1:
         raise ConfigError("engine.max_in_flight", f"must be positive, got {e.max_in_flight}", "use 1 or more")
+    if e.speculate_below < 0:
+        raise ConfigError("engine.speculate_below", f"must be 0 or more, got {e.speculate_below}",
+                          "use 0 (off) or a number of requests, e.g. 16")
     if e.max_planned_requests < 1:
         raise ConfigError("engine.max_planned_requests", f"must be positive, got {e.max_planned_requests}",
                           "use 1 or more")

@@ -102,8 +102,12 @@ class VllmEngine:
         if core is not None:
             core.shutdown()
 
-    def busy(self) -> bool:
-        return bool(self._failed) or self.core.has_unfinished_requests()
+    def abort(self, keys: list[str]) -> None:
+        """Stop requests whose replies are no longer needed (speculative retries)."""
+        for k in keys:
+            self._started.pop(k, None)
+        self._failed = [c for c in self._failed if c.key not in set(keys)]
+        self.core.abort_request(keys)
 
     def step(self) -> list[Completion]:
         done, self._failed = self._failed, []

@@ -179,4 +179,8 @@ def format_summary(summary: dict) -> str:
                  f"(engine start {t['engine_start_s']} s, generation {t['generation_s']} s, "
                  f"{t['output_tokens_per_s']} tok/s)  generated: {t['generated']}  "
                  f"from this run's store: {t['from_store']}  from the shared cache: {t['from_cache']}")
+    if t.get("speculative"):
+        lines.append(f"speculative retries: {t['speculative']} started ahead of need, {t['wasted']} unneeded "
+                     f"({t['wasted_output_tokens']} output tokens thrown away; "
+                     f"{t['useful_output_tokens_per_s']} useful tok/s)")
     return "\n".join(lines)

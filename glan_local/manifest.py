@@ -17,6 +17,7 @@ from .store import canonical
 
 # Keys that change how a run goes, never what it produces: a run may resume with other values.
 RUN_ONLY_KEYS = ("out_dir", "overwrite", "cache_dir", "engine.max_in_flight", "engine.pipelined",
+                 "engine.speculate_below",
                  "engine.max_planned_requests",
                  # The quality step reads data/ and writes publish/: it never changes data/.
                  "quality.enabled", "quality.out_dir", "quality.dedup", "quality.decontam",
@@ -77,6 +78,9 @@ class _StoreOnly:
 
     def submit(self, req) -> None:
         self.missing.append(req.key)
+
+    def abort(self, keys: list[str]) -> None:
+        self.missing = [k for k in self.missing if k not in set(keys)]
 
     def step(self):
         from .engine import Completion

@@ -217,6 +217,10 @@ class _LazyEngine:
     def step(self) -> list:
         return self.engine.step() if self.engine is not None else []
 
+    def abort(self, keys: list[str]) -> None:
+        if self.engine is not None:
+            self.engine.abort(keys)
+
     def close(self) -> None:
         if self.engine is not None:
             _close(self.engine)
@@ -315,6 +319,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
     generation_s = time.monotonic() - t_gen - engine_start_s
     stats = sched.stats
     out_tokens = sum(s.output_tokens for s in stats.values())
+    wasted = sum(s.wasted_output_tokens for s in stats.values())
     summary = {
         "run_dir": str(run_dir),
         "model": identity,
@@ -337,6 +342,11 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             "engine_start_s": round(engine_start_s, 1),
             "generation_s": round(generation_s, 1),
             "output_tokens_per_s": round(out_tokens / generation_s, 1) if generation_s > 0 else 0.0,
+            # Speculative retries that turned out unneeded: generated, then thrown away.
+            "speculative": sum(s.speculative for s in stats.values()),
+            "wasted": sum(s.wasted for s in stats.values()),
+            "wasted_output_tokens": wasted,
+            "useful_output_tokens_per_s": round((out_tokens - wasted) / generation_s, 1) if generation_s > 0 else 0.0,
             # The rest of generation_s is this process's own work between engine steps.
             "engine_step_s": round(sched.engine_s, 1),
             "mean_in_flight": round(sched.in_flight_sum / sched.steps, 1) if sched.steps else 0.0,

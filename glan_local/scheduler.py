@@ -4,6 +4,12 @@ It knows nothing of any particular level. A node's children are queued as soon a
 reply is stored, so the engine is kept full across levels (engine.pipelined=false holds them
 until the whole level is done, for comparison). Seeds depend only on a request's identity, so
 the order in which things run never changes what is generated.
+
+Speculative retries: while the engine has room to spare (fewer than engine.speculate_below
+requests in flight and nothing queued), the next attempts of asks that are still running are
+started ahead of need, for levels whose replies fail often enough. An ask still takes its
+lowest valid attempt, so speculation only moves retries off the critical path; attempts
+found unneeded are aborted, or counted as wasted when they had already finished.
 """
 from __future__ import annotations
 
@@ -41,6 +47,10 @@ class LevelStats:
     output_tokens: int = 0
     cached_prompt_tokens: int = 0
     items: int = 0            # records written to the level's file
+    speculative: int = 0      # attempts started before an earlier attempt had failed
+    wasted: int = 0           # of those, replies not needed (an earlier attempt was valid)
+    wasted_output_tokens: int = 0
+    aborted: int = 0          # unneeded attempts stopped in the engine before they finished
     first_submit: Optional[float] = None
     last_done: Optional[float] = None
 
@@ -49,8 +59,16 @@ class LevelStats:
         return {"planned": self.planned, "ok": self.ok, "failed": self.failed, "attempts": self.attempts,
                 "retries": self.retries, "from_store": self.from_store, "from_cache": self.from_cache, "failures": dict(self.failures),
                 "items": self.items, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
-                "cached_prompt_tokens": self.cached_prompt_tokens, "wall_s": round(span, 2),
+                "cached_prompt_tokens": self.cached_prompt_tokens, "speculative": self.speculative,
+                "wasted": self.wasted, "wasted_output_tokens": self.wasted_output_tokens, "aborted": self.aborted,
+                "wall_s": round(span, 2),
                 "output_tokens_per_s": round(self.output_tokens / span, 1) if span > 0 else 0.0}
+
+
+# Start an attempt ahead of need only when it will be needed with at least this probability
+# (the level's observed failure rate, to the power of how many undecided attempts precede it):
+# an unneeded attempt still slows the engine's steps a little.
+SPECULATE_MIN_P = 0.2
 
 
 @dataclass
@@ -59,6 +77,16 @@ class _NodeState:
     asks: list[Ask]
     outcomes: list[Optional[Outcome]]
     remaining: int
+    # Per ask: attempts started so far, the lowest attempt not yet judged, replies that came
+    # back ahead of it (attempt -> (value, reason, request)), and whether the ask is settled.
+    launched: list[int] = field(default_factory=list)
+    needed: list[int] = field(default_factory=list)
+    early: list[dict] = field(default_factory=list)
+    settled: list[bool] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.asks)
+        self.launched, self.needed, self.early, self.settled = [0] * n, [0] * n, [{} for _ in range(n)], [False] * n
 
 
 def backend_reason(level: str, ask: Ask, c: Completion) -> str:
@@ -93,6 +121,9 @@ class Scheduler:
         self.pipelined = ctx.cfg.engine.pipelined
         self.max_attempts = ctx.cfg.engine.max_attempts
         self.max_in_flight = ctx.cfg.engine.max_in_flight
+        self.speculate_below = ctx.cfg.engine.speculate_below
+        self._judged: Counter = Counter()     # level -> replies judged; and how many of them failed
+        self._judged_failed: Counter = Counter()
         self.stats = {m.name: LevelStats() for m in ORDER}
         self._queue: list = []
         self._held: dict[int, list[Node]] = {}
@@ -134,6 +165,7 @@ class Scheduler:
 
     def _push(self, state: _NodeState, i: int, attempt: int) -> None:
         # Deepest level first: finishing subtrees early frees memory and streams rows out.
+        state.launched[i] = max(state.launched[i], attempt + 1)
         prio = (-LEVEL_INDEX[state.node.level], state.node.id, i, attempt)
         self._seq += 1
         heapq.heappush(self._queue, (prio, self._seq, state, i, attempt))
@@ -146,6 +178,8 @@ class Scheduler:
             while self._queue and len(self._in_flight) < self.max_in_flight:
                 _, _, state, i, attempt = heapq.heappop(self._queue)
                 self._launch(state, i, attempt)
+            if not self._queue and self._in_flight and len(self._in_flight) < self.speculate_below:
+                self._speculate()
             if not self._in_flight and not self._queue:
                 if not self._held or ORDER[min(self._held)].name in self.deferred:
                     break
@@ -159,11 +193,37 @@ class Scheduler:
                 done = self.engine.step()
                 self.engine_s += time.monotonic() - t
                 for c in done:
-                    state, i, attempt, req = self._in_flight.pop(c.key)
-                    self._handle(state, i, attempt, req, c, stored=None)
+                    entry = self._in_flight.pop(c.key, None)
+                    if entry is not None:     # None: aborted as unneeded in this same step
+                        state, i, attempt, req = entry
+                        self._handle(state, i, attempt, req, c, stored=None)
         return self.stats
 
+    def _speculate(self) -> None:
+        """Start the next attempt of running asks whose level fails often, deepest and likeliest
+        to be needed first, while the engine has room and nothing else waits."""
+        while True:
+            best = None
+            seen = set()
+            for state, i, _, _ in list(self._in_flight.values()):
+                if (id(state), i) in seen or state.settled[i] or state.launched[i] >= self.max_attempts:
+                    continue
+                seen.add((id(state), i))
+                level = state.node.level
+                # An unseen level counts as failing a quarter of the time: one attempt ahead.
+                p_fail = (self._judged_failed[level] + 0.5) / (self._judged[level] + 2)
+                p = p_fail ** (state.launched[i] - state.needed[i])
+                rank = (p, LEVEL_INDEX[level])
+                if p >= SPECULATE_MIN_P and (best is None or rank > best[0]):
+                    best = (rank, state, i)
+            if best is None or len(self._in_flight) >= self.speculate_below or self._queue:
+                return
+            _, state, i = best
+            self.stats[state.node.level].speculative += 1
+            self._launch(state, i, state.launched[i])
+
     def _launch(self, state: _NodeState, i: int, attempt: int) -> None:
+        state.launched[i] = max(state.launched[i], attempt + 1)
         req = self._request(state, i, attempt)
         st = self.stats[state.node.level]
         stored, source = self.store.get(req.key)
@@ -220,24 +280,60 @@ class Scheduler:
                 cached_tokens=c.cached_tokens, elapsed_s=c.elapsed_s,
                 messages=json.dumps(req.messages, ensure_ascii=False),
                 request=json.dumps({"schema": req.schema, "sampling": req.sampling})))
-        if value is not None:
-            state.outcomes[i] = Outcome(value, c.text, req.key, req.sampling["seed"], attempt + 1)
-            st.ok += 1
-        elif attempt + 1 < self.max_attempts:
-            st.retries += 1
-            self._push(state, i, attempt + 1)
-            return
-        else:
+        self._judged[node.level] += 1
+        self._judged_failed[node.level] += value is None
+        state.early[i][attempt] = (value, reason, req, c, stored is None)
+        self._settle(state, i)
+
+    def _settle(self, state: _NodeState, i: int) -> None:
+        """Judge the ask's attempts in order, as far as their replies have come back: the first
+        valid one wins, exactly as if every retry had waited for the attempt before it."""
+        node, st = state.node, self.stats[state.node.level]
+        early = state.early[i]
+        while state.needed[i] in early:
+            attempt = state.needed[i]
+            value, reason, req, c, _ = early.pop(attempt)
+            if value is not None:
+                state.outcomes[i] = Outcome(value, c.text, req.key, req.sampling["seed"], attempt + 1)
+                st.ok += 1
+                break
+            if attempt + 1 < self.max_attempts:
+                st.retries += 1
+                state.needed[i] = attempt + 1
+                continue
             st.failed += 1
             kind = reason.split(":")[0]
             st.failures[kind] += 1
             self.failure_sink({"level": node.level, "node": node.id, "ask": i, "attempts": attempt + 1,
                                "reason": reason, "last_request": req.key})
+            break
+        else:
+            if state.launched[i] <= state.needed[i]:
+                self._push(state, i, state.needed[i])
+            return
+        state.settled[i] = True
+        self._drop_unneeded(state, i)
         if self.progress:
             self.progress(node.level, st)
         state.remaining -= 1
         if state.remaining == 0:
             self._finish(state)
+
+    def _drop_unneeded(self, state: _NodeState, i: int) -> None:
+        if state.launched[i] <= state.needed[i] + 1:     # nothing was started ahead of need
+            return
+        st = self.stats[state.node.level]
+        for _, _, _, c, generated in state.early[i].values():
+            st.wasted += 1
+            st.wasted_output_tokens += c.output_tokens if generated else 0
+        state.early[i].clear()
+        running = [k for k, (s, j, _, _) in self._in_flight.items() if s is state and j == i]
+        for k in running:
+            del self._in_flight[k]
+        if running:
+            st.wasted += len(running)
+            st.aborted += len(running)
+            self.engine.abort(running)
 
     def _finish(self, state: _NodeState) -> None:
         node, level = state.node, BY_NAME[state.node.level]

@@ -6,8 +6,9 @@
 
 Every measurement runs in its own process (one vLLM engine per process). Rows:
 - pipeline (pipelined, the default) and level-by-level (engine.pipelined=false), per size:
-  generated tokens / generation wall time, and peak RSS of the orchestrating process;
-- raw: every request the pipelined run sent (same prompts, schemas, seeds, max_tokens, retries
+  useful generated tokens (speculative attempts found unneeded excluded) / generation wall
+  time, and peak RSS of the orchestrating process;
+- raw: every request the pipelined run needed (same prompts, schemas, seeds, max_tokens, retries
   included) replayed as ONE vLLM batch: the ideal the pipeline is compared with;
 - per structured-output backend, and unconstrained: the same requests as one batch: schema
   compile time (first request per schema alone), share of replies valid first time, tokens/s.
@@ -41,23 +42,42 @@ def run_pipeline(out: Path, size: str, pipelined: bool, extra: list[str]) -> dic
     return json.loads((out / "summary.json").read_text())
 
 
-def stored_requests(out: Path) -> list[dict]:
+def needed_replies(out: Path) -> list[dict]:
+    """The run's stored replies that its outputs needed, in the order they were stored: per ask,
+    every attempt up to the first valid one. Speculative attempts found unneeded are left out:
+    the raw replay is the ideal for the work the dataset needed, not for work thrown away."""
+    from glan_local.seeds import derive_seed
+
+    run_seed = json.loads((out / "manifest.json").read_text())["seed"]
     db = sqlite3.connect(out / "store.sqlite")
-    rows = db.execute("SELECT key, level, messages, request FROM replies ORDER BY created").fetchall()
-    return [{"key": k, "level": lvl, "messages": json.loads(m), **json.loads(r)} for k, lvl, m, r in rows]
+    rows = [dict(zip(("key", "level", "node", "attempt", "seed", "status", "elapsed_s", "messages", "request"), r))
+            for r in db.execute("SELECT key, level, node, attempt, seed, status, elapsed_s, messages, request "
+                                "FROM replies ORDER BY created")]
+    first_ok: dict = {}
+    for r in rows:   # which ask of its node a reply answers: the one whose derived seed it carries
+        r["ask"] = next(i for i in range(100_000) if derive_seed(run_seed, r["level"], r["node"], i, r["attempt"]) == r["seed"])
+        if r["status"] == "ok":
+            k = (r["level"], r["node"], r["ask"])
+            first_ok[k] = min(first_ok.get(k, r["attempt"]), r["attempt"])
+    return [r for r in rows if r["attempt"] <= first_ok.get((r["level"], r["node"], r["ask"]), 10**9)]
+
+
+def stored_requests(out: Path) -> list[dict]:
+    return [{"key": r["key"], "level": r["level"], "messages": json.loads(r["messages"]), **json.loads(r["request"])}
+            for r in needed_replies(out)]
 
 
 def critical_path_s(out: Path) -> float:
-    """Seconds along the run's longest chain of replies that had to wait for one another: a
-    node's requests start when its parent node is complete, and a retry when its attempt
-    failed. No schedule that respects the tree and the retries finishes sooner than this chain
-    at the speed its replies actually ran. (A node's retries are charged to its slowest ask:
-    exact for every level but subjects, whose queries rarely retry.)"""
-    db = sqlite3.connect(out / "store.sqlite")
+    """Seconds along the run's longest chain of needed replies that would wait for one another
+    if every retry waited for the attempt before it: a node's requests start when its parent
+    node is complete, a retry when its attempt failed. Without speculative retries no schedule
+    that respects the tree finishes sooner than this chain at the speed its replies ran; with
+    them, retries overlap and the run can beat it (a share above 100%). (A node's retries are
+    charged to its slowest ask: exact for every level but subjects, whose queries rarely retry.)"""
     took: dict = {}
-    for level, node, attempt, elapsed in db.execute("SELECT level, node, attempt, elapsed_s FROM replies"):
-        per_attempt = took.setdefault((level, node), {})
-        per_attempt[attempt] = max(per_attempt.get(attempt, 0.0), elapsed)
+    for r in needed_replies(out):
+        per_attempt = took.setdefault((r["level"], r["node"]), {})
+        per_attempt[r["attempt"]] = max(per_attempt.get(r["attempt"], 0.0), r["elapsed_s"])
     order = ["taxonomy", "subjects", "syllabus", "questions", "answers", "judge"]
 
     def parent(level: str, node: str):
@@ -162,7 +182,7 @@ def main() -> None:
         piped = run_pipeline(args.work / f"{tag}-pipelined", size, True, args.extra)
         level = run_pipeline(args.work / f"{tag}-levels", size, False, args.extra)
         if "error" in piped:    # the raw replay needs the pipelined run's requests
-            rows.append((size, "pipeline", "-", "-", "-", "-", "-", "-", "-", "-", piped["error"], "-"))
+            rows.append((size, "pipeline", "-", "-", "-", "-", "-", "-", "-", "-", "-", piped["error"], "-"))
             continue
         model_dir = piped["model"]["path"]
         man = json.loads((args.work / f"{tag}-pipelined" / "manifest.json").read_text())["config"]["model"]
@@ -172,26 +192,32 @@ def main() -> None:
         ideal = raw["tokens"] / raw["wall_s"]
         for name, s in (("pipeline", piped), ("level-by-level", level)):
             if "error" in s:
-                rows.append((size, name, "-", "-", "-", "-", "-", "-", "-", "-", s["error"], "-"))
+                rows.append((size, name, "-", "-", "-", "-", "-", "-", "-", "-", "-", s["error"], "-"))
                 continue
             t = s["totals"]
+            # Useful tokens: those of the replies the dataset needed (speculative attempts found
+            # unneeded are generated and thrown away: they cost time and count for nothing).
+            useful = t["output_tokens"] - t["wasted_output_tokens"]
             outside = 1 - t["engine_step_s"] / t["generation_s"] if t["generation_s"] else 0.0
             chain = critical_path_s(Path(s["run_dir"])) / t["generation_s"] if t["generation_s"] else 0.0
-            rows.append((size, name, t["generated"], t["output_tokens"], t["generation_s"], t["output_tokens_per_s"],
-                         round(t["output_tokens_per_s"] / ideal, 2), t["mean_in_flight"], f"{outside:.1%}",
+            rows.append((size, name, t["generated"], useful, t["generation_s"], t["useful_output_tokens_per_s"],
+                         round(t["useful_output_tokens_per_s"] / ideal, 2), t["mean_in_flight"],
+                         f"{t['speculative']} ({t['wasted_output_tokens']:,})", f"{outside:.1%}",
                          f"{chain:.0%}", t.get("cached_prompt_tokens", "-"), t["peak_rss_mb"]))
-            tps[(size, name)], rss[size] = t["output_tokens_per_s"], max(rss.get(size, 0), t["peak_rss_mb"])
+            tps[(size, name)] = t["useful_output_tokens_per_s"]
+            rss[size] = max(rss.get(size, 0), t["peak_rss_mb"])
         rows.append((size, "raw vLLM batch (ideal)", raw["requests"], raw["tokens"], round(raw["wall_s"], 1),
-                     round(ideal, 1), 1.0, raw["requests"], "-", "-", "-", "-"))
+                     round(ideal, 1), 1.0, raw["requests"], "-", "-", "-", "-", "-"))
         if not args.skip_backends and size == args.sizes[0]:
             for backend in ("outlines", "xgrammar", "guidance", "none"):
                 r = run_raw(reqs, backend, model_dir, cfg, args.work)
                 rows.append((size, f"backend {backend}" if backend != "none" else "unconstrained", r["requests"],
                              r["tokens"], round(r["wall_s"], 1), round(r["tokens"] / r["wall_s"], 1),
-                             round(r["tokens"] / r["wall_s"] / ideal, 2), r["requests"], "-", "-",
+                             round(r["tokens"] / r["wall_s"] / ideal, 2), r["requests"], "-", "-", "-",
                              f"valid {r['valid']}/{r['requests']}", json.dumps(r["compile_s"])))
-    head = ("size", "what", "requests", "out tokens", "wall s", "tok/s", "vs raw", "mean in flight",
-            "time outside engine", "dependency chain / wall", "cached prompt tok / valid", "peak RSS MB / compile s")
+    head = ("size", "what", "requests", "useful out tokens", "wall s", "useful tok/s", "vs raw", "mean in flight",
+            "speculative (wasted tok)", "time outside engine", "serial chain / wall", "cached prompt tok / valid",
+            "peak RSS MB / compile s")
     table = [head, *rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
     lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in table]

@@ -35,8 +35,9 @@ class FakeEngine:
         self.submitted.append(req)
         self.pending.append(req)
 
-    def busy(self):
-        return bool(self.pending)
+    def abort(self, keys):
+        self.aborted = getattr(self, "aborted", []) + list(keys)
+        self.pending = [r for r in self.pending if r.key not in set(keys)]
 
     def step(self):
         rng = random.Random(len(self.submitted))

@@ -443,7 +443,9 @@ def test_teacher_nonsense_is_retried_never_a_row(compose, world, tmp_path, level
         seen[sig] = seen.get(sig, 0) + 1
         return (reply, "stop") if seen[sig] <= per_node else None   # every first attempt is nonsense
 
-    cfg = compose(f"model.path={world.model}", "breadth.fields=2", "quality.enabled=false")
+    # "First" is the first reply the fake gives for a prompt: attempts started ahead of need
+    # (speculative retries) would be answered in any order, so here every retry waits its turn.
+    cfg = compose(f"model.path={world.model}", "breadth.fields=2", "quality.enabled=false", "engine.speculate_below=0")
     s = generate(cfg, tmp_path / "run", engine_factory=lambda p: FakeEngine(fault))
     st = s["levels"][level]
     assert st["retries"] >= 1 and st["failed"] == 0 and st["ok"] == st["planned"]
@@ -466,7 +468,9 @@ def test_disk_full_while_storing_replies(compose, world, tmp_path, monkeypatch, 
     from glan_local.store import Store
 
     run = tmp_path / "run"
-    cfg = compose(f"model.path={world.model}", "quality.enabled=false")
+    # Retries wait their turn (no speculative attempts), so the store holds exactly the 6
+    # replies put before the disk filled and the resume takes every one of them.
+    cfg = compose(f"model.path={world.model}", "quality.enabled=false", "engine.speculate_below=0")
     real_put, calls = Store.put, []
 
     def put(self, reply):
@@ -528,7 +532,8 @@ SLOW_RUN = textwrap.dedent("""
             time.sleep(0.25)
             return super().step()
 
-    cfg = _compose("model.path={model}", "quality.enabled=false")
+    # No speculative attempts: then the resume takes every stored reply, which the test counts.
+    cfg = _compose("model.path={model}", "quality.enabled=false", "engine.speculate_below=0")
     real = run.generate
     run.generate = lambda c, d, engine_factory=None: real(c, d, engine_factory=lambda p: Slow(batch=1))
     cli._job_or_exit(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True), {out!r})

@@ -76,12 +76,44 @@ def test_pipelined_and_level_by_level_give_identical_outputs(compose, fake_model
 def test_pipelining_keeps_more_requests_in_flight_than_level_by_level(compose, fake_model, tmp_path):
     """The fake engine finishes 3 requests per step, so whatever waits piles up in flight:
     without level barriers the next level's requests join while the current one drains."""
-    piped, _ = _run(compose, fake_model, tmp_path / "a", "engine.pipelined=true")
-    level, _ = _run(compose, fake_model, tmp_path / "b", "engine.pipelined=false")
+    piped, _ = _run(compose, fake_model, tmp_path / "a", "engine.pipelined=true", "engine.speculate_below=0")
+    level, _ = _run(compose, fake_model, tmp_path / "b", "engine.pipelined=false", "engine.speculate_below=0")
     p, lv = piped["totals"], level["totals"]
     assert p["generated"] == lv["generated"] > 0
     assert p["mean_in_flight"] > lv["mean_in_flight"] > 0
     assert 0 <= p["engine_step_s"] <= p["generation_s"] + 0.1
+
+
+def _flaky(req):
+    """Replies that fail by seed (so by attempt), on two levels: some asks need a retry or two,
+    some fail every attempt."""
+    if req.level in ("syllabus", "questions") and req.sampling["seed"] % 5 < 3:
+        return ('{"cut', "length") if req.sampling["seed"] % 2 else ('{"sessions": []}', "stop")
+    return None
+
+
+def test_speculative_retries_change_nothing_but_the_waiting(compose, fake_model, tmp_path):
+    """Later attempts started ahead of need: the same attempt wins each ask as when every retry
+    waits for the attempt before it, unneeded ones are aborted or counted as wasted."""
+    OUT = ("taxonomy.yaml", "levels/syllabus.jsonl", "levels/questions.jsonl", "levels/failures.jsonl",
+           "data/train.jsonl")
+    waits, _ = _run(compose, fake_model, tmp_path / "a", "engine.speculate_below=0", engine=FakeEngine(_flaky))
+    ahead, eng = _run(compose, fake_model, tmp_path / "b", "engine.speculate_below=64",
+                      engine=FakeEngine(_flaky, batch=2))
+    for name in OUT:
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+    w, a = waits["totals"], ahead["totals"]
+    assert w["speculative"] == w["wasted"] == 0
+    assert a["speculative"] > 0 and a["wasted"] > 0 and a["generated"] > w["generated"]
+    assert a["failed"] == w["failed"] > 0 and a["output_tokens"] - a["wasted_output_tokens"] == w["output_tokens"]
+    for lv in ("syllabus", "questions"):
+        assert ahead["levels"][lv]["retries"] == waits["levels"][lv]["retries"] > 0
+    # Aborted attempts never reached the store; every stored reply is one the engine finished.
+    assert sum(ahead["levels"][lv]["aborted"] for lv in LEVELS) == len(getattr(eng, "aborted", []))
+    # The run's store replays to the same files (speculative leftovers are ignored).
+    again, e2 = _run(compose, fake_model, tmp_path / "b", "engine.speculate_below=64", engine=FakeEngine(_flaky))
+    assert e2.submitted == [] and (tmp_path / "b" / "data" / "train.jsonl").read_text() == \
+        (tmp_path / "a" / "data" / "train.jsonl").read_text()
 
 
 def test_second_run_replays_the_store_and_generates_nothing(compose, fake_model, tmp_path):

@@ -331,7 +331,7 @@ def test_a_run_ends_with_the_quality_step(compose, fake_model, tmp_path):
 
 def test_judge_level_grades_every_pair_and_the_threshold_filters(compose, fake_model, tmp_path):
     cfg = compose(f"model.path={fake_model}", "quality.judge.enabled=true", "quality.judge.min_score=3",
-                  "quality.report.embeddings=false")
+                  "quality.report.embeddings=false", "engine.speculate_below=0")   # one request per pair
     eng = FakeEngine()
     s = generate(cfg, tmp_path / "run", engine_factory=lambda p: eng)
     judged = [r for r in eng.submitted if r.level == "judge"]

@@ -108,8 +108,11 @@ def test_two_shards_merged_equal_the_unsharded_run(compose, fake_model, tmp_path
         assert (out / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
     assert (out / "levels" / "failures.jsonl").read_text()             # the case is exercised
     assert summary["rows"] == full["rows"] > 0
-    for key in ("planned", "failed", "output_tokens"):
+    for key in ("planned", "failed"):
         assert summary["totals"][key] == full["totals"][key], key
+    # Tokens of speculative attempts found unneeded depend on timing; the needed ones do not.
+    useful = lambda t: t["output_tokens"] - t["wasted_output_tokens"]
+    assert useful(summary["totals"]) == useful(full["totals"])
     for level, figures in full["levels"].items():
         for key in ("planned", "ok", "failed", "retries", "items", "failures"):
             assert summary["levels"][level][key] == figures[key], (level, key)
