@@ -8,6 +8,8 @@ own JSON-schema constraint; the structured-output backend is chosen once per eng
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -67,6 +69,7 @@ class VllmEngine:
             kwargs["enable_chunked_prefill"] = False
         kwargs.update(dict(model_cfg.extra or {}))
         self.llm = LLM(**kwargs)
+        self._watchdog = _start_watchdog()
         self.core = self.llm.llm_engine
         self.tokenizer = self.llm.get_tokenizer()
         self._started: dict[str, float] = {}
@@ -101,6 +104,10 @@ class VllmEngine:
         core = getattr(self.core, "engine_core", None)
         if core is not None:
             core.shutdown()
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
 
     def abort(self, keys: list[str]) -> None:
         """Stop requests whose replies are no longer needed (speculative retries)."""
@@ -125,3 +132,34 @@ class VllmEngine:
                 error="" if c.finish_reason in ("stop", "length") else f"backend finish_reason={c.finish_reason}",
             ))
         return done
+
+
+# Stops vLLM's processes when this process dies without cleaning up (SIGKILL, OOM killer):
+# vLLM's engine core would otherwise live on, holding its memory (and GPUs), waiting for a
+# client that is gone. It runs in this process group, so a whole-group kill takes it along.
+_WATCHDOG = """
+import os, signal, sys, time, psutil
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C stops glan-local gracefully, not this
+parent = int(sys.argv[1])
+procs = [(int(p), float(t)) for p, t in (a.split(":") for a in sys.argv[2:])]
+while os.getppid() == parent:
+    time.sleep(1.0)
+for pid, created in procs:
+    try:
+        p = psutil.Process(pid)
+        if p.create_time() == created:   # the same process, not a reused pid
+            p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _start_watchdog():
+    import psutil
+
+    kids = psutil.Process().children(recursive=True)
+    if not kids:     # vLLM ran its engine in this process: nothing would outlive it
+        return None
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()),
+                             *(f"{k.pid}:{k.create_time()}" for k in kids)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -121,7 +121,7 @@ class Scheduler:
         self.pipelined = ctx.cfg.engine.pipelined
         self.max_attempts = ctx.cfg.engine.max_attempts
         self.max_in_flight = ctx.cfg.engine.max_in_flight
-        self.speculate_below = ctx.cfg.engine.speculate_below
+        self.speculate_below = min(ctx.cfg.engine.speculate_below, self.max_in_flight)
         self._judged: Counter = Counter()     # level -> replies judged; and how many of them failed
         self._judged_failed: Counter = Counter()
         self.stats = {m.name: LevelStats() for m in ORDER}

@@ -207,6 +207,7 @@ CASES = [
     ("max-tokens", "config", "max_tokens not below max_model_len", ["sampling.answers.max_tokens=5000"],
      "sampling.answers.max_tokens", 2),
     ("attempts", "config", "zero attempts", ["engine.max_attempts=0"], "engine.max_attempts", 2),
+    ("speculate", "config", "negative speculation threshold", ["engine.speculate_below=-1"], "engine.speculate_below", 2),
     ("backend", "config", "unknown structured-output backend", ["engine.backend=llguidance"], "engine.backend", 2),
     ("model-preset", "config", "unknown model preset", ["model=gpt-5"], "model/gpt-5", 2),
     ("breadth-preset", "config", "unknown breadth preset", ["breadth=huge"], "breadth/huge", 2),
