@@ -111,9 +111,10 @@ class VllmEngine:
 
     def abort(self, keys: list[str]) -> None:
         """Stop requests whose replies are no longer needed (speculative retries)."""
-        for k in keys:
+        gone = set(keys)
+        for k in gone:
             self._started.pop(k, None)
-        self._failed = [c for c in self._failed if c.key not in set(keys)]
+        self._failed = [c for c in self._failed if c.key not in gone]
         self.core.abort_request(keys)
 
     def step(self) -> list[Completion]:

@@ -78,7 +78,8 @@ class _NodeState:
     outcomes: list[Optional[Outcome]]
     remaining: int
     # Per ask: attempts started so far, the lowest attempt not yet judged, replies that came
-    # back ahead of it (attempt -> (value, reason, request)), and whether the ask is settled.
+    # back but are not judged yet (attempt -> (value, reason, request, completion, generated
+    # here rather than read from a store)), and whether the ask is settled.
     launched: list[int] = field(default_factory=list)
     needed: list[int] = field(default_factory=list)
     early: list[dict] = field(default_factory=list)
