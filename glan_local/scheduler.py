@@ -123,8 +123,7 @@ class Scheduler:
         self.max_attempts = ctx.cfg.engine.max_attempts
         self.max_in_flight = ctx.cfg.engine.max_in_flight
         self.speculate_below = min(ctx.cfg.engine.speculate_below, self.max_in_flight)
-        self._judged: Counter = Counter()     # level -> replies judged; and how many of them failed
-        self._judged_failed: Counter = Counter()
+        self._failed_replies: Counter = Counter()   # level -> replies judged invalid (of stats.attempts)
         self.stats = {m.name: LevelStats() for m in ORDER}
         self._queue: list = []
         self._held: dict[int, list[Node]] = {}
@@ -212,7 +211,7 @@ class Scheduler:
                 seen.add((id(state), i))
                 level = state.node.level
                 # An unseen level counts as failing a quarter of the time: one attempt ahead.
-                p_fail = (self._judged_failed[level] + 0.5) / (self._judged[level] + 2)
+                p_fail = (self._failed_replies[level] + 0.5) / (self.stats[level].attempts + 2)
                 p = p_fail ** (state.launched[i] - state.needed[i])
                 rank = (p, LEVEL_INDEX[level])
                 if p >= SPECULATE_MIN_P and (best is None or rank > best[0]):
@@ -281,8 +280,7 @@ class Scheduler:
                 cached_tokens=c.cached_tokens, elapsed_s=c.elapsed_s,
                 messages=json.dumps(req.messages, ensure_ascii=False),
                 request=json.dumps({"schema": req.schema, "sampling": req.sampling})))
-        self._judged[node.level] += 1
-        self._judged_failed[node.level] += value is None
+        self._failed_replies[node.level] += value is None
         state.early[i][attempt] = (value, reason, req, c, stored is None)
         self._settle(state, i)
 
