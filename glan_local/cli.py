@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ConfigError, GlanConfig, register
+from .config import CannotProduce, ConfigError, GlanConfig, register
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -103,7 +103,8 @@ def _debug() -> bool:
 
 def _job_or_exit(container: dict, run_dir: str) -> None:
     # Exit here: past this point Hydra would add its own multi-line report. One line, never a
-    # traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 1 for a fault, 130 when stopped.
+    # traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 3 when the teacher or backend
+    # cannot produce what was asked, 1 for a fault, 130 when stopped.
     from .run import Interrupted
 
     try:
@@ -127,6 +128,8 @@ def _job_error(e: Exception, run_dir: str) -> tuple[int, str]:
     """Exit code and one line for what stopped a job."""
     if isinstance(e, ConfigError):
         return 2, str(e)
+    if isinstance(e, CannotProduce):
+        return 3, f"[glan-local] {e}"
     if isinstance(e, OmegaConfBaseException):     # e.g. +new_key=... that the schema lacks
         return 2, _describe(e)
     if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \

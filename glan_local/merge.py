@@ -55,6 +55,9 @@ def _read_shards(dirs: list[Path]) -> list[tuple[Path, dict]]:
             raise MergeError(f"{d}: no manifest.json: not a finished glan-local run (finish or resume it first)")
         if not (d / "store.sqlite").is_file():
             raise MergeError(f"{d}: no store.sqlite: the shard's replies are needed to verify the merged run")
+        error = json.loads((d / "summary.json").read_text()).get("error") if (d / "summary.json").is_file() else None
+        if error:
+            raise MergeError(f"{d}: the shard failed ({error}): rerun it with the fix it names, then merge")
         shards.append((d, man))
     return shards
 

@@ -45,3 +45,38 @@ def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
                           "lower the breadth (e.g. breadth.fields, breadth.questions_per_syllabus), or raise "
                           "engine.max_planned_requests if you mean it")
     return n
+
+
+def asks_per_group(cfg: Any, roots: Optional[list[Node]] = None) -> dict[tuple[str, int], int]:
+    """Planned asks per (level, depth in the tree), for the whole run: each depth of the
+    taxonomy is a group of its own (the root is one ask alone). roots as in planned_requests."""
+    from .shard import planned_per_discipline
+
+    b = cfg.breadth
+    if roots is None:
+        groups = {("taxonomy", 0): 1, ("taxonomy", 1): b.fields, ("taxonomy", 2): b.fields * b.subfields_per_field}
+        disciplines = b.fields * b.subfields_per_field * b.disciplines_per_subfield
+    else:
+        groups = {("taxonomy", 3): sum(1 for r in roots if r.level == "taxonomy")}   # parents of a flat list
+        disciplines = len(roots)
+    # A discipline's node sits at depth 3; syllabi at 4; questions, answers and judge at 5.
+    depth = {"subjects": 3, "syllabus": 4, "questions": 5, "answers": 5, "judge": 5}
+    for level, n in planned_per_discipline(cfg).items():
+        groups[(level, depth[level])] = disciplines * n
+    return groups
+
+
+def attempts_rule(cfg: Any, roots: Optional[list[Node]] = None):
+    """Attempts per ask: engine.max_attempts, raised for a group of few asks so that the group
+    as a whole gets at least engine.min_level_attempts tries: max(max_attempts,
+    ceil(min_level_attempts / asks in the group)). A group whose every ask fails loses all that
+    hangs below it (the taxonomy root is one ask: the whole run), so with a teacher that fails
+    one attempt in two, 12 tries leave a 1-in-4096 chance where 4 left 1 in 16."""
+    e = cfg.engine
+    groups = asks_per_group(cfg, roots)
+
+    def attempts_for(node: Node) -> int:
+        n = groups.get((node.level, len(node.path)), 1)
+        return max(e.max_attempts, -(-e.min_level_attempts // max(n, 1)))
+
+    return attempts_for

@@ -17,12 +17,13 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import manifest, shard
-from .config import ANSWER_LEVELS, ConfigError, enabled_levels, validate
+from .config import ANSWER_LEVELS, CannotProduce, ConfigError, enabled_levels, validate
+from .engine import self_check
 from .export import Sinks, atomic_write_text, export_dataset, finalize_levels, format_summary
 from .levels import taxonomy
 from .levels.base import Context
-from .model import check_context, model_identity, resolve_model_path
-from .plan import check_planned
+from .model import check_context, check_turn_end, model_identity, resolve_model_path
+from .plan import attempts_rule, check_planned
 from .prompts import Templates
 from .scheduler import LevelStats, Scheduler
 from .store import Replies, Store
@@ -153,7 +154,8 @@ def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, te
     level_ids = {lv: (t.model_id, t.engine_id) for t in teachers[1:] for lv in t.levels}
     sched = Scheduler(ctx, first.engine, replies, templates, first.model_id, first.engine_id,
                       sinks.write, sinks.failure, stop_after=stop_after, progress=progress, on_submit=on_submit,
-                      level_ids=level_ids, deferred=frozenset(level_ids))
+                      level_ids=level_ids, deferred=frozenset(level_ids),
+                      attempts_for=attempts_rule(cfg, roots if cfg.taxonomy.file else None))
     # Disciplines read from a file are the taxonomy level's output as they stand.
     sinks.write("taxonomy", [taxonomy.record(r) for r in roots if r.level == "subjects"])
     try:
@@ -199,19 +201,29 @@ def replay(cfg: Any, out_dir: Path, store_path: Path, teachers: list[Teacher]) -
 
 class _LazyEngine:
     """Starts vLLM at the first request not found in a store: a resumed run whose replies are
-    all stored, or a teacher whose levels are all cached, loads no model."""
+    all stored, or a teacher whose levels are all cached, loads no model. A started engine
+    first passes the backend's self-check (engine.self_check), before any request of the tree."""
 
-    def __init__(self, start: Callable[[], Any], say_start: Callable[[], None]):
-        self._start, self._say = start, say_start
+    def __init__(self, start: Callable[[], Any], say_start: Callable[[], None], backend: str):
+        self._start, self._say, self.backend = start, say_start, backend
         self.engine: Any = None
         self.start_s = 0.0
+        self.self_check_s = 0.0
 
     def submit(self, req) -> None:
         if self.engine is None:
             self._say()
             t = time.monotonic()
-            self.engine = self._start()
+            engine = self._start()
             self.start_s = time.monotonic() - t
+            try:
+                self.self_check_s = self_check(engine, self.backend)
+            except BaseException:
+                _close(engine)
+                raise
+            for note in getattr(engine, "notes", []):
+                _say(f"note: {note}")
+            self.engine = engine
         self.engine.submit(req)
 
     def step(self) -> list:
@@ -262,18 +274,23 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         specs = [("model", cfg.model, tuple(lv for lv in enabled_levels(cfg) if lv not in ANSWER_LEVELS)),
                  ("answers.model", cfg.answers.model, ANSWER_LEVELS)]
     paths = [resolve_model_path(m, key) for key, m, _ in specs]
+    longest = {}
     if engine_factory is None:
         for (key, _, _), path in zip(specs, paths):
-            check_context(cfg, path, templates, key)
+            longest[key] = check_context(cfg, path, templates, key)
+            problem = check_turn_end(path, strict=False)
+            if problem:
+                _say(f"warning: {problem}: replies may not stop where a turn ends (free-text answers then "
+                     f"run to max_tokens); set eos_token_id in the folder's generation_config.json")
     _claim(run_dir, container, cfg.overwrite)
     _say(f"run directory: {run_dir}")
 
-    def start(m: Any, path: Path) -> Callable[[], Any]:
+    def start(key: str, m: Any, path: Path) -> Callable[[], Any]:
         if engine_factory is not None:
             return lambda: engine_factory(path)
         from .engine import VllmEngine
 
-        return lambda: VllmEngine(path, m, cfg.engine)
+        return lambda: VllmEngine(path, m, cfg.engine, longest.get(key))
 
     teachers, identities = [], []
     for (key, m, levels), path in zip(specs, paths):
@@ -281,7 +298,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         identities.append(identity)
         say = (lambda m=m, path=path, levels=levels: _say(
             f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
-        teachers.append(Teacher(m.name, levels, _LazyEngine(start(m, path), say),
+        teachers.append(Teacher(m.name, levels, _LazyEngine(start(key, m, path), say, backend),
                                 f"{identity['name']}:{identity['files_sha256']}",
                                 {"backend": backend, "dtype": m.dtype, "quantization": m.quantization}))
     identity, model_id, engine_id = identities[0], teachers[0].model_id, teachers[0].engine_id
@@ -316,7 +333,8 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             t.engine.close()
     # Model loading happens inside the walk (at the first request to generate): not generation.
     engine_start_s = sum(t.engine.start_s for t in teachers)
-    generation_s = time.monotonic() - t_gen - engine_start_s
+    self_check_s = sum(t.engine.self_check_s for t in teachers)
+    generation_s = time.monotonic() - t_gen - engine_start_s - self_check_s
     stats = sched.stats
     out_tokens = sum(s.output_tokens for s in stats.values())
     wasted = sum(s.wasted_output_tokens for s in stats.values())
@@ -326,7 +344,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         **({"answer_model": identities[1]} if len(identities) > 1 else {}),
         "rows": rows,
         "language": cfg.language,
-        "taxonomy": {"disciplines": sum(1 for _ in open(run_dir / "levels" / "taxonomy.jsonl")),
+        "taxonomy": {"disciplines": _disciplines(run_dir),
                      "include": list(cfg.taxonomy.include), "exclude": list(cfg.taxonomy.exclude),
                      "dropped": sched.ctx.dropped},
         "levels": {name: s.as_dict() for name, s in stats.items() if name in enabled_levels(cfg)},
@@ -340,6 +358,8 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             "prompt_tokens": sum(s.prompt_tokens for s in stats.values()),
             "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in stats.values()),
             "engine_start_s": round(engine_start_s, 1),
+            # The structured-output backend's start-up check, per started teacher (engine.self_check).
+            "self_check_s": round(self_check_s, 2),
             "generation_s": round(generation_s, 1),
             "output_tokens_per_s": round(out_tokens / generation_s, 1) if generation_s > 0 else 0.0,
             # Speculative retries that turned out unneeded: generated, then thrown away.
@@ -355,6 +375,9 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         },
     }
+    failed = _verdict(cfg, sched, summary, backend, run_dir)
+    if failed is not None:
+        summary["error"] = str(failed)      # merge refuses such a run; the manifest still audits it
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "manifest.json", json.dumps({
         "glan_local": "glan-local run manifest v1",
@@ -371,6 +394,9 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         "schemas_sha256": sched.schema_hashes,
         "fingerprints": manifest.fingerprints(run_dir),
     }, indent=2) + "\n")
+    if failed is not None:
+        print(format_summary(summary), flush=True)
+        raise failed
     if rows and cfg.quality.enabled and not (cfg.taxonomy.review and not cfg.taxonomy.file):
         from .quality.pipeline import run_quality
 
@@ -386,3 +412,43 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
     else:
         _say(f"dataset: {run_dir / 'data'} ({rows} rows); summary: {run_dir / 'summary.json'}")
     return summary
+
+
+def _verdict(cfg: Any, sched: Scheduler, summary: dict, backend: str, run_dir: Path) -> Optional[Exception]:
+    """Why a walk that ran to its end still failed, or None: a level whose every request failed,
+    taxonomy.include/exclude that left no discipline, or no rows. Zero rows is never a success."""
+    review = cfg.taxonomy.review and not cfg.taxonomy.file
+    kept = f"the stored attempts are kept in {run_dir / 'store.sqlite'} and {run_dir / 'levels' / 'failures.jsonl'}"
+    for level in (["taxonomy"] if review else enabled_levels(cfg)):
+        st = sched.stats[level]
+        if st.planned and not st.ok:
+            return CannotProduce(f"every request of the {level} level failed ({st.failed} of {st.planned}; last "
+                                 f"reason: {st.last_reason}; backend {backend})", f"{_fix(cfg, level, st.last_reason, backend)}; {kept}")
+    if sched.stats["taxonomy"].ok and sched.ctx.dropped and not summary["taxonomy"]["disciplines"]:
+        key = "taxonomy.exclude" if cfg.taxonomy.exclude else "taxonomy.include"
+        dropped = ", ".join(sched.ctx.dropped[:5]) + (", ..." if len(sched.ctx.dropped) > 5 else "")
+        return ConfigError(key, f"taxonomy.include={list(cfg.taxonomy.include)} / taxonomy.exclude="
+                           f"{list(cfg.taxonomy.exclude)} left no discipline of the generated taxonomy (dropped: {dropped})",
+                           "loosen the patterns, or generate the taxonomy with taxonomy.review=true and pick from it")
+    if not review and summary["rows"] == 0:
+        empty = next((lv for lv in enabled_levels(cfg) if not sched.stats[lv].items), enabled_levels(cfg)[-1])
+        return CannotProduce(f"the run produced 0 rows: the {empty} level saved nothing (backend {backend})",
+                             f"see {run_dir / 'summary.json'}; {kept}")
+    return None
+
+
+def _disciplines(run_dir: Path) -> int:
+    with open(run_dir / "levels" / "taxonomy.jsonl", encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def _fix(cfg: Any, level: str, reason: str, backend: str) -> str:
+    """What to try for a level that failed, by why its last request failed."""
+    others = " or ".join(f"engine.backend={b}" for b in ("outlines", "xgrammar", "guidance") if b != backend)
+    more = f"engine.max_attempts (now {cfg.engine.max_attempts}) for more tries"
+    if reason.startswith("cut at max_tokens"):
+        return (f"raise sampling.{level}.max_tokens (now {getattr(cfg.sampling, level).max_tokens}) or "
+                f"{more}; a stronger teacher loops less")
+    if reason.startswith("backend error"):
+        return f"try {others}" + (", or raise engine.regex_timeout_s" if "timed out" in reason else "")
+    return f"raise {more}, try {others}, or use a stronger teacher (model=...)"

@@ -30,9 +30,11 @@ class FakeEngine:
         self.fault = fault or (lambda req: None)
         self.batch = batch
         self.submitted = []
+        self.self_checks = []
 
     def submit(self, req):
-        self.submitted.append(req)
+        # The backend self-check at start is not part of the tree: kept apart from `submitted`.
+        (self.self_checks if req.level == "self-check" else self.submitted).append(req)
         self.pending.append(req)
 
     def abort(self, keys):

@@ -208,6 +208,10 @@ CASES = [
      "sampling.answers.max_tokens", 2),
     ("attempts", "config", "zero attempts", ["engine.max_attempts=0"], "engine.max_attempts", 2),
     ("speculate", "config", "negative speculation threshold", ["engine.speculate_below=-1"], "engine.speculate_below", 2),
+    ("level-attempts", "config", "zero attempts per level", ["engine.min_level_attempts=0"],
+     "engine.min_level_attempts", 2),
+    ("exclude-all", "config", "an exclude pattern that matches every discipline", ["taxonomy.exclude=[*/*]"],
+     "taxonomy.exclude", 2),
     ("backend", "config", "unknown structured-output backend", ["engine.backend=llguidance"], "engine.backend", 2),
     ("model-preset", "config", "unknown model preset", ["model=gpt-5"], "model/gpt-5", 2),
     ("breadth-preset", "config", "unknown breadth preset", ["breadth=huge"], "breadth/huge", 2),
@@ -387,9 +391,15 @@ class SchemaFails(FakeEngine):
 
 
 def test_backend_error_on_a_schema_names_the_level_and_the_fix(compose, world, tmp_path, monkeypatch, capsys, record):
-    cfg = compose(f"model.path={world.model}", "engine.max_attempts=2", "quality.enabled=false")
-    code, _, _ = job(cfg, tmp_path / "run", SchemaFails(), monkeypatch, capsys)
-    assert code == 0                      # the run goes on: other disciplines may still succeed
+    # min_level_attempts=1: each syllabus gets exactly engine.max_attempts, whatever the level's size.
+    cfg = compose(f"model.path={world.model}", "engine.max_attempts=2", "engine.min_level_attempts=1",
+                  "quality.enabled=false")
+    code, line, _ = job(cfg, tmp_path / "run", SchemaFails(), monkeypatch, capsys)
+    # Every syllabus failed, so nothing below it ran: one line naming the level, the reason, the
+    # backend and what to try, and exit 3; the failed attempts stay in the run directory.
+    assert code == 3 and line.startswith("[glan-local] error: every request of the syllabus level failed")
+    assert "backend outlines" in line and "Fix: try engine.backend=xgrammar or engine.backend=guidance" in line \
+        and "store.sqlite" in line
     fails = [json.loads(line) for line in open(tmp_path / "run" / "levels" / "failures.jsonl")]
     assert fails and all(f["level"] == "syllabus" and f["attempts"] == 2 for f in fails)
     reason = fails[0]["reason"]
@@ -405,7 +415,9 @@ def test_backend_error_on_a_schema_names_the_level_and_the_fix(compose, world, t
     assert ok, lines
     record("schemas", "a schema the backend cannot compile (vLLM fails the request)",
            "fake engine: finish_reason=error on every syllabus request", reason,
-           "0 (retried, then recorded)")
+           "- (retried, then recorded)")
+    record("schemas", "a whole level that failed every attempt (here: the syllabus schema above)",
+           "fake engine: finish_reason=error on every syllabus request", line, code)
 
 
 NONSENSE = [
@@ -605,3 +617,76 @@ def test_ctrl_c_outside_generation_and_unexpected_errors_are_one_line(compose, w
         assert got == code and len([x for x in err.splitlines() if x.strip()]) == 1, err
         assert "run the same command again to resume" in line
         record("runtime", what, f"{type(exc).__name__} raised (simulated)", line, got)
+
+
+class RootFails(FakeEngine):
+    """The teacher never gives a usable taxonomy root: every attempt is cut at max_tokens."""
+
+    def _answer(self, req):
+        from dataclasses import replace
+
+        c = super()._answer(req)
+        return replace(c, text='{"names": ["Sci', finish_reason="length") if req.level == "taxonomy" else c
+
+
+def test_root_that_fails_every_attempt_stops_the_run_with_one_line(compose, world, tmp_path, monkeypatch, capsys,
+                                                                   record):
+    """The H200's default run: the root failed 4 of 4, nothing below it ran, and the run said
+    `dataset: ... (0 rows)` with exit 0. Now: the root alone gets engine.min_level_attempts tries,
+    then one line, exit 3, and the failed attempts stay in the store."""
+    import sqlite3
+
+    cfg = compose(f"model.path={world.model}", "quality.enabled=false")
+    run = tmp_path / "run"
+    code, line, err = job(cfg, run, RootFails(), monkeypatch, capsys)
+    assert code == 3 and line.startswith("[glan-local] error: every request of the taxonomy level failed (1 of 1;")
+    assert "last reason: cut at max_tokens" in line and "backend outlines" in line
+    assert "Fix: raise sampling.taxonomy.max_tokens" in line and str(run / "store.sqlite") in line
+    assert "dataset:" not in err                                   # never the success line
+    stored = sqlite3.connect(run / "store.sqlite").execute("SELECT level, status FROM replies").fetchall()
+    assert stored == [("taxonomy", "failed")] * 12                 # engine.min_level_attempts, all kept
+    assert json.loads((run / "summary.json").read_text())["error"] in line
+    record("teacher replies", "the taxonomy root fails every attempt (the run would be empty)",
+           "fake engine: every taxonomy reply cut at max_tokens", line, code)
+
+
+class CheckFails(FakeEngine):
+    """The structured-output backend fails its start-up self-check (as outlines did on vLLM 0.26)."""
+
+    def _answer(self, req):
+        from dataclasses import replace
+
+        c = super()._answer(req)
+        if req.level == "self-check":
+            return replace(c, text='{"answer": "yes"}', finish_reason="error",
+                           error="grammar rejected tokens [1]")
+        return c
+
+
+def test_backend_that_fails_its_self_check_stops_before_the_tree(compose, world, tmp_path, monkeypatch, capsys,
+                                                                 record):
+    cfg = compose(f"model.path={world.model}", "quality.enabled=false")
+    run = tmp_path / "run"
+    engine = CheckFails()
+    code, line, err = job(cfg, run, engine, monkeypatch, capsys)
+    assert code == 3 and len(engine.self_checks) == 1 and engine.submitted == []   # no request of the tree
+    assert line.startswith("[glan-local] error: the outlines structured-output backend failed its start-up "
+                           "self-check") and "finish_reason=error (grammar rejected tokens [1])" in line
+    assert "Fix: set engine.backend=xgrammar or engine.backend=guidance" in line and "never switches" in line
+    import sqlite3
+
+    assert sqlite3.connect(run / "store.sqlite").execute("SELECT COUNT(*) FROM replies").fetchone() == (0,)
+    assert not (run / "summary.json").exists() and "dataset:" not in err
+    record("runtime", "the structured-output backend fails its start-up self-check",
+           "fake engine: the self-check request ends with finish_reason=error", line, code)
+
+
+def test_exclude_patterns_that_leave_no_generated_discipline(compose, world, tmp_path, monkeypatch, capsys, record):
+    """The fake teacher names every field `names[i]-<number>`: excluding `names*` prunes them all
+    after the root; the run ends with one line naming the patterns, not with an empty dataset."""
+    cfg = compose(f"model.path={world.model}", "quality.enabled=false", "taxonomy.exclude=[names*]")
+    code, line, _ = job(cfg, tmp_path / "run", FakeEngine(), monkeypatch, capsys)
+    assert code == 2 and line.startswith("config error: taxonomy.exclude:") and "left no discipline" in line
+    assert "names[0]-" in line and "Fix:" in line
+    record("config", "exclude patterns that leave no discipline of a generated taxonomy",
+           "taxonomy.exclude=[names*] (the fake teacher's field names)", line, code)

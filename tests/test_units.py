@@ -108,3 +108,23 @@ def test_run_names_stay_short_and_distinct():
     a, b = _run_name("m", "tiny", long_a), _run_name("m", "tiny", long_b)
     assert len(a) <= 120 and a != b
     assert _run_name("m", "tiny", "breadth.fields=3,engine.max_in_flight=8") == "m_tiny_breadth.fields=3"
+
+
+def test_small_levels_get_more_attempts(compose):
+    """engine.min_level_attempts: the root is one ask alone, so it gets 12 tries; a group of n asks
+    gives each max(engine.max_attempts, ceil(12 / n))."""
+    from glan_local.levels.base import Node
+    from glan_local.plan import asks_per_group, attempts_rule
+
+    cfg = compose("breadth=tiny")                       # 2 fields x 1 sub-field x 1 discipline
+    groups = asks_per_group(cfg)
+    assert groups[("taxonomy", 0)] == 1 and groups[("taxonomy", 1)] == 2 and groups[("taxonomy", 2)] == 2
+    assert groups[("subjects", 3)] == 2 * 2 and groups[("questions", 5)] == 2 * 2 * 2
+    rule = attempts_rule(cfg)
+    assert rule(Node("taxonomy", ())) == 12 and rule(Node("taxonomy", (0,))) == 6
+    assert rule(Node("subjects", (0, 0, 0))) == 4 and rule(Node("answers", (0, 0, 0, 0, 0))) == 4
+    one = attempts_rule(compose("breadth=tiny", "engine.min_level_attempts=1", "engine.max_attempts=2"))
+    assert one(Node("taxonomy", ())) == 2
+    # A one-discipline taxonomy file: that discipline's subject lists are the group.
+    flat = [Node("subjects", (0, 0, 0), {"field": "f", "subfield": "s", "discipline": "d"})]
+    assert attempts_rule(cfg, flat)(Node("subjects", (0, 0, 0))) == 6
