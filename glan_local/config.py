@@ -85,8 +85,9 @@ class EngineConfig:
     min_level_attempts: int = 12
     # vLLM aborts a schema whose outlines index takes longer than this to compile.
     regex_timeout_s: int = 60
-    # Requests handed to vLLM at once; the rest wait in a queue, deepest level first.
-    max_in_flight: int = 256
+    # Requests handed to vLLM at once; the rest wait in a queue, deepest level first. null: 4x the
+    # teacher's model.max_num_seqs, so vLLM's own waiting queue is never empty while work exists.
+    max_in_flight: Optional[int] = None
     # false: a level's children wait until the whole level is done (for comparison only).
     pipelined: bool = True
     # While fewer requests than this are in flight and none wait, later attempts of running
@@ -345,7 +346,7 @@ def validate(cfg: Any) -> None:
     if e.min_level_attempts < 1:
         raise ConfigError("engine.min_level_attempts", f"must be positive, got {e.min_level_attempts}",
                           "use 1 or more (it only ever raises engine.max_attempts for small levels)")
-    if e.max_in_flight < 1:
+    if e.max_in_flight is not None and e.max_in_flight < 1:
         raise ConfigError("engine.max_in_flight", f"must be positive, got {e.max_in_flight}", "use 1 or more")
     if e.speculate_below < 0:
         raise ConfigError("engine.speculate_below", f"must be 0 or more, got {e.speculate_below}",

@@ -23,6 +23,8 @@ class Request:
     messages: list
     schema: Optional[dict]
     sampling: dict          # temperature, top_p, max_tokens, repetition_penalty, seed
+    schema_sha: Optional[str] = None
+    asked: str = ""         # schema hash and sampling as stored with the reply (store.asked)
 
 
 @dataclass
@@ -37,42 +39,50 @@ class Completion:
     error: str = ""
 
 
+def engine_kwargs(model_path, model_cfg, engine_cfg) -> dict:
+    """vllm.LLM's arguments for a teacher: the one place they are built, for the pipeline and for
+    the benchmark's raw replay alike, so that a comparison of the two is fair."""
+    from vllm.platforms import current_platform
+
+    kwargs = dict(
+        model=str(model_path),
+        dtype=model_cfg.dtype,
+        max_model_len=model_cfg.max_model_len,
+        tensor_parallel_size=model_cfg.tensor_parallel_size,
+        pipeline_parallel_size=model_cfg.pipeline_parallel_size,
+        data_parallel_size=model_cfg.data_parallel_size,
+        gpu_memory_utilization=model_cfg.gpu_memory_utilization,
+        kv_cache_memory_bytes=model_cfg.kv_cache_memory_bytes,
+        max_num_seqs=model_cfg.max_num_seqs,
+        enable_prefix_caching=model_cfg.enable_prefix_caching,
+        enforce_eager=model_cfg.enforce_eager,
+        quantization=model_cfg.quantization,
+        trust_remote_code=model_cfg.trust_remote_code,
+        structured_outputs_config={"backend": getattr(engine_cfg.backend, "value", engine_cfg.backend)},
+    )
+    if model_cfg.max_num_batched_tokens:
+        kwargs["max_num_batched_tokens"] = model_cfg.max_num_batched_tokens
+    if current_platform.is_cpu():
+        # After a partial (chunked) prefill vLLM rewinds the seeded request's generator, which
+        # a CPU torch.Generator cannot do ("CPU Generator does not use offset"): the engine
+        # core died whenever one step split a seeded prompt (many long prompts at once).
+        kwargs["enable_chunked_prefill"] = False
+    kwargs.update(dict(model_cfg.extra or {}))
+    return kwargs
+
+
 class VllmEngine:
     def __init__(self, model_path, model_cfg, engine_cfg, longest_request: Optional[int] = None):
         # Must be set before vLLM builds its structured-output manager.
         os.environ["VLLM_REGEX_COMPILATION_TIMEOUT_S"] = str(engine_cfg.regex_timeout_s)
+        import vllm
         from vllm import LLM
 
-        kwargs = dict(
-            model=str(model_path),
-            dtype=model_cfg.dtype,
-            max_model_len=model_cfg.max_model_len,
-            tensor_parallel_size=model_cfg.tensor_parallel_size,
-            pipeline_parallel_size=model_cfg.pipeline_parallel_size,
-            data_parallel_size=model_cfg.data_parallel_size,
-            gpu_memory_utilization=model_cfg.gpu_memory_utilization,
-            kv_cache_memory_bytes=model_cfg.kv_cache_memory_bytes,
-            max_num_seqs=model_cfg.max_num_seqs,
-            enable_prefix_caching=model_cfg.enable_prefix_caching,
-            enforce_eager=model_cfg.enforce_eager,
-            quantization=model_cfg.quantization,
-            trust_remote_code=model_cfg.trust_remote_code,
-            structured_outputs_config={"backend": engine_cfg.backend.value if hasattr(engine_cfg.backend, "value") else str(engine_cfg.backend)},
-        )
-        if model_cfg.max_num_batched_tokens:
-            kwargs["max_num_batched_tokens"] = model_cfg.max_num_batched_tokens
-        from vllm.platforms import current_platform
-
-        if current_platform.is_cpu():
-            # After a partial (chunked) prefill vLLM rewinds the seeded request's generator, which
-            # a CPU torch.Generator cannot do ("CPU Generator does not use offset"): the engine
-            # core died whenever one step split a seeded prompt (many long prompts at once).
-            kwargs["enable_chunked_prefill"] = False
-        kwargs.update(dict(model_cfg.extra or {}))
-        self.llm = LLM(**kwargs)
+        self.llm = LLM(**engine_kwargs(model_path, model_cfg, engine_cfg))
         self._watchdog = _start_watchdog()
         self.core = self.llm.llm_engine
         self.tokenizer = self.llm.get_tokenizer()
+        self.version = vllm.__version__
         self._started: dict[str, float] = {}
         self._failed: list[Completion] = []
         self.notes = _capacity_notes(self.core.vllm_config, model_cfg, longest_request or model_cfg.max_model_len)
@@ -80,17 +90,16 @@ class VllmEngine:
     def render(self, messages: list) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def count_tokens(self, messages: list) -> int:
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
-
     def submit(self, req: Request) -> None:
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         s = req.sampling
+        # FINAL_ONLY: vLLM builds no partial output per running request per step, which only
+        # this process's thread would pay for; a reply is taken whole when it finishes.
         params = SamplingParams(
             temperature=s["temperature"], top_p=s["top_p"], max_tokens=s["max_tokens"],
-            repetition_penalty=s["repetition_penalty"], seed=s["seed"],
+            repetition_penalty=s["repetition_penalty"], seed=s["seed"], output_kind=RequestOutputKind.FINAL_ONLY,
             structured_outputs=StructuredOutputsParams(json=req.schema) if req.schema else None,
         )
         self._started[req.key] = time.monotonic()

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 from . import manifest
 from .config import ConfigError, enabled_levels
 from .export import atomic_write_text, export_dataset, format_summary, record_key, write_taxonomy_yaml
-from .store import _COLUMNS, Store
+from .store import TABLES, Store
 
 # Times: shards run side by side, so the merged run took as long as its slowest shard.
 _MAX_KEYS = {"wall_s", "engine_start_s", "generation_s"}
@@ -124,14 +124,17 @@ def merge_levels(out: Path, dirs: list[Path], levels: list[str]) -> dict[str, in
 
 
 def merge_stores(out: Path, dirs: list[Path]) -> int:
-    """The union of the shards' replies (failed attempts too) in out/store.sqlite."""
+    """The union of the shards' replies (failed attempts too), prompt blocks and schemas in
+    out/store.sqlite."""
     store = Store(out / "store.sqlite")
-    cols = ", ".join(_COLUMNS + ["created"])
     try:
         for d in dirs:
+            Store(d / "store.sqlite").close()      # brings a store of an earlier glan-local to these tables
             store.db.execute("ATTACH DATABASE ? AS shard", (str(d / "store.sqlite"),))
             try:
-                store.db.execute(f"INSERT OR IGNORE INTO replies ({cols}) SELECT {cols} FROM shard.replies")
+                for table, cols in TABLES.items():
+                    names = ", ".join(cols)
+                    store.db.execute(f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM shard.{table}")
             finally:
                 store.db.execute("DETACH DATABASE shard")
         return store.count()

@@ -30,7 +30,7 @@ from .store import Replies, Store
 
 # Everything a run writes but the reply store: removed by overwrite=true. The store stays,
 # since its replies are keyed by content and can only be reused, never wrongly.
-OUTPUTS = ("data", "levels", "manifest.json", "summary.json", "taxonomy.yaml", "submitted.log", "publish")
+OUTPUTS = ("data", "levels", "manifest.json", "summary.json", "taxonomy.yaml", "publish")
 
 
 class Interrupted(Exception):
@@ -137,10 +137,11 @@ class Teacher:
     engine: Any
     model_id: str
     engine_id: dict
+    seats: int = 0          # its model.max_num_seqs: how many requests vLLM runs at once
 
 
 def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
-          progress=None, on_submit=None) -> tuple[Scheduler, int]:
+          progress=None) -> tuple[Scheduler, int]:
     """Generate (or replay) the tree into run_dir's level files and dataset. With a second
     teacher (answers.model), its levels wait until the first teacher is done and stopped."""
     first = teachers[0]
@@ -153,24 +154,27 @@ def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, te
     sinks = Sinks(run_dir)
     level_ids = {lv: (t.model_id, t.engine_id) for t in teachers[1:] for lv in t.levels}
     sched = Scheduler(ctx, first.engine, replies, templates, first.model_id, first.engine_id,
-                      sinks.write, sinks.failure, stop_after=stop_after, progress=progress, on_submit=on_submit,
+                      sinks.write, sinks.failure, stop_after=stop_after, progress=progress,
                       level_ids=level_ids, deferred=frozenset(level_ids),
                       attempts_for=attempts_rule(cfg, roots if cfg.taxonomy.file else None))
+    sched.seats = first.seats or sched.seats
     # Disciplines read from a file are the taxonomy level's output as they stand.
     sinks.write("taxonomy", [taxonomy.record(r) for r in roots if r.level == "subjects"])
     try:
         sched.run(roots)
         for before, t in zip(teachers, teachers[1:]):
             _close(before.engine)      # its memory is the next teacher's
-            sched.engine = t.engine
+            sched.engine, sched.seats = t.engine, t.seats or sched.seats
             sched.deferred -= set(t.levels)
             sched.run([])
     finally:
         sinks.close()
+    t = time.perf_counter()
     levels = enabled_levels(cfg)
     finalize_levels(run_dir, levels)
     # The last level's records are the rows: answers, or the judge's (answers plus scores).
     rows = export_dataset(run_dir, levels[-1]) if stop_after is None else 0
+    sched.timings["export"] += time.perf_counter() - t
     return sched, rows
 
 
@@ -209,6 +213,10 @@ class _LazyEngine:
         self.engine: Any = None
         self.start_s = 0.0
         self.self_check_s = 0.0
+
+    @property
+    def version(self) -> str:
+        return getattr(self.engine, "version", "")
 
     def submit(self, req) -> None:
         if self.engine is None:
@@ -300,23 +308,17 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
         teachers.append(Teacher(m.name, levels, _LazyEngine(start(key, m, path), say, backend),
                                 f"{identity['name']}:{identity['files_sha256']}",
-                                {"backend": backend, "dtype": m.dtype, "quantization": m.quantization}))
+                                {"backend": backend, "dtype": m.dtype, "quantization": m.quantization},
+                                m.max_num_seqs))
     identity, model_id, engine_id = identities[0], teachers[0].model_id, teachers[0].engine_id
 
     cache = Store(Path(cfg.cache_dir).expanduser() / "replies.sqlite") if cfg.cache_dir else None
     replies = Replies(Store(run_dir / "store.sqlite"), cache)
     bars = _Bars()
-    # Which requests went to the engine, to count what a resume had to generate again.
-    submitted = open(run_dir / "submitted.log", "a", encoding="utf-8")
-
-    def on_submit(req) -> None:
-        submitted.write(req.key + "\n")
-        submitted.flush()
-
     t_gen = time.monotonic()
     got = _stop_on_signals()
     try:
-        sched, rows = _walk(cfg, run_dir, teachers, replies, templates, bars, on_submit)
+        sched, rows = _walk(cfg, run_dir, teachers, replies, templates, bars)
     except BaseException as e:
         # Ctrl-C also reaches vLLM's own processes, so the engine may fail first: any error
         # after a stop signal is the stop itself.
@@ -328,7 +330,6 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
     finally:
         bars.close()
         replies.close()
-        submitted.close()
         for t in teachers:
             t.engine.close()
     # Model loading happens inside the walk (at the first request to generate): not generation.
@@ -370,6 +371,12 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             # The rest of generation_s is this process's own work between engine steps.
             "engine_step_s": round(sched.engine_s, 1),
             "mean_in_flight": round(sched.in_flight_sum / sched.steps, 1) if sched.steps else 0.0,
+            # Step-weighted share of vLLM's seats (model.max_num_seqs) that held a request, and the
+            # share of its step time with seats to spare (its own waiting queue empty).
+            "occupancy": round(sched.seated_sum / sched.steps, 3) if sched.steps else 0.0,
+            "queue_empty_share": round(sched.idle_s / sched.engine_s, 3) if sched.engine_s else 0.0,
+            # Seconds of this process's own work, by part of the hot path, and of export.
+            "hot_path_s": {k: round(v, 3) for k, v in sorted(sched.timings.items())},
             "wall_s": round(time.monotonic() - t_start, 1),
             # This process only (vLLM's engine core runs in its own): what the orchestration costs.
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -13,9 +13,7 @@ found unneeded are aborted, or counted as wasted when they had already finished.
 """
 from __future__ import annotations
 
-import hashlib
 import heapq
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from .levels import BY_NAME, ORDER
 from .levels.base import Ask, Context, Node, Outcome, _non_blank
 from .prompts import Templates
 from .seeds import derive_seed
-from .store import Replies, StoredReply, canonical, request_key
+from .store import Replies, StoredReply, asked, request_key, schema_json, teacher_identity
 
 LEVEL_INDEX = {m.name: i for i, m in enumerate(ORDER)}
 
@@ -110,7 +108,6 @@ class Scheduler:
                  model_id: str, engine_id: dict, sink: Callable[[str, list[dict]], None],
                  failure_sink: Callable[[dict], None], stop_after: Optional[str] = None,
                  progress: Optional[Callable[[str, LevelStats], None]] = None,
-                 on_submit: Optional[Callable[[Request], None]] = None,
                  level_ids: Optional[dict[str, tuple[str, dict]]] = None, deferred: frozenset = frozenset(),
                  attempts_for: Optional[Callable[[Node], int]] = None):
         self.ctx, self.engine, self.store, self.templates = ctx, engine, store, templates
@@ -119,26 +116,30 @@ class Scheduler:
         # request key; `deferred` levels wait, held, until run() is called again with that
         # teacher's engine in place (two models cannot share one process's memory).
         self.level_ids = level_ids or {}
+        self._teacher = teacher_identity(model_id, engine_id)
+        self._teachers = {lv: teacher_identity(*ids) for lv, ids in self.level_ids.items()}
         self.deferred = set(deferred)
         self.sink, self.failure_sink, self.progress = sink, failure_sink, progress
         self.stop_after = stop_after
-        self.on_submit = on_submit
         self.pipelined = ctx.cfg.engine.pipelined
         # Attempts per ask of a node: engine.max_attempts, or more where a level has few asks.
         self.attempts_for = attempts_for or (lambda node: ctx.cfg.engine.max_attempts)
-        self.max_in_flight = ctx.cfg.engine.max_in_flight
-        self.speculate_below = min(ctx.cfg.engine.speculate_below, self.max_in_flight)
+        self.seats = ctx.cfg.model.max_num_seqs
         self._failed_replies: Counter = Counter()   # level -> replies judged invalid (of stats.attempts)
         self.stats = {m.name: LevelStats() for m in ORDER}
         self._queue: list = []
         self._held: dict[int, list[Node]] = {}
         self._in_flight: dict[str, tuple[_NodeState, int, int, Request]] = {}
         self._seq = 0
-        # Where generation time goes: inside vLLM's step, or in this loop (rendering, validating,
-        # storing); and how many requests vLLM had to batch on average (step-weighted).
+        # Where generation time goes: inside vLLM's step, or in this loop (rendering the prompt,
+        # hashing the key, the store, validating); how many requests vLLM had to batch on average
+        # (step-weighted); and how long it had fewer than its seats (its waiting queue empty).
+        self.timings: Counter = Counter()
         self.engine_s = 0.0
         self.steps = 0
         self.in_flight_sum = 0
+        self.seated_sum = 0.0
+        self.idle_s = 0.0
         self.schema_hashes: dict[str, str] = {}   # level -> sha256 of each distinct schema, for the manifest
 
     # --- building requests ---------------------------------------------------------------
@@ -148,14 +149,29 @@ class Scheduler:
         s = getattr(self.ctx.cfg.sampling, node.level)
         sampling = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
                     "repetition_penalty": s.repetition_penalty, "seed": seed}
+        t0 = time.perf_counter()
         messages = self.templates.messages(node.level, **ask.variables)
-        schema = ask.schema.model_json_schema() if ask.schema else None
-        if schema is not None:
-            self.schema_hashes.setdefault(f"{node.level}:{ask.schema.__name__}",
-                                          hashlib.sha256(canonical(schema).encode()).hexdigest())
-        model_id, engine_id = self.level_ids.get(node.level, (self.model_id, self.engine_id))
-        key = request_key(model_id, engine_id, messages, schema, sampling)
-        return Request(key, node.level, messages, schema, sampling)
+        t1 = time.perf_counter()
+        schema, sha = schema_json(ask.schema) if ask.schema else (None, None)
+        if sha is not None and f"{node.level}:{ask.schema.__name__}" not in self.schema_hashes:
+            self.schema_hashes[f"{node.level}:{ask.schema.__name__}"] = sha
+            self.store.put_schema(sha, schema)
+        teacher = self._teachers.get(node.level, self._teacher)
+        how = asked(sha, sampling)
+        key = request_key(teacher, how, messages)
+        self.timings["render"] += t1 - t0
+        self.timings["key"] += time.perf_counter() - t1
+        return Request(key, node.level, messages, schema, sampling, sha, how)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests handed to vLLM at once: engine.max_in_flight, by default 4x the teacher's
+        seats, so vLLM's own waiting queue stays full while the tree grows."""
+        return self.ctx.cfg.engine.max_in_flight or 4 * self.seats
+
+    @property
+    def speculate_below(self) -> int:
+        return min(self.ctx.cfg.engine.speculate_below, self.max_in_flight)
 
     # --- the walk ------------------------------------------------------------------------
     def add(self, node: Node) -> None:
@@ -180,7 +196,8 @@ class Scheduler:
         for r in roots:
             self.add(r)
         while True:
-            while self._queue and len(self._in_flight) < self.max_in_flight:
+            cap = self.max_in_flight
+            while self._queue and len(self._in_flight) < cap:
                 _, _, state, i, attempt = heapq.heappop(self._queue)
                 self._launch(state, i, attempt)
             if not self._queue and self._in_flight and len(self._in_flight) < self.speculate_below:
@@ -194,14 +211,23 @@ class Scheduler:
             if self._in_flight:
                 self.steps += 1
                 self.in_flight_sum += len(self._in_flight)
-                t = time.monotonic()
+                self.seated_sum += min(len(self._in_flight), self.seats) / self.seats
+                idle = len(self._in_flight) < self.seats
+                t = time.perf_counter()
                 done = self.engine.step()
-                self.engine_s += time.monotonic() - t
+                dt = time.perf_counter() - t
+                self.engine_s += dt
+                self.idle_s += dt if idle else 0.0
                 for c in done:
                     entry = self._in_flight.pop(c.key, None)
                     if entry is not None:     # None: aborted as unneeded in this same step
                         state, i, attempt, req = entry
                         self._handle(state, i, attempt, req, c, stored=None)
+                # Group commit: this step's replies become durable before any child is submitted.
+                t = time.perf_counter()
+                self.store.commit()
+                self.timings["store"] += time.perf_counter() - t
+        self.store.commit()
         return self.stats
 
     def _speculate(self) -> None:
@@ -231,7 +257,9 @@ class Scheduler:
         state.launched[i] = max(state.launched[i], attempt + 1)
         req = self._request(state, i, attempt)
         st = self.stats[state.node.level]
+        t = time.perf_counter()
         stored, source = self.store.get(req.key)
+        self.timings["store"] += time.perf_counter() - t
         if stored is not None:
             if source == "cache":
                 st.from_cache += 1
@@ -242,8 +270,6 @@ class Scheduler:
         if st.first_submit is None:
             st.first_submit = time.monotonic()
         self._in_flight[req.key] = (state, i, attempt, req)
-        if self.on_submit:
-            self.on_submit(req)
         self.engine.submit(req)
 
     def _validate(self, ask: Ask, c: Completion, level: str = "") -> tuple[Any, str]:
@@ -276,15 +302,19 @@ class Scheduler:
             st.cached_prompt_tokens += c.cached_tokens
             st.last_done = time.monotonic()
         st.attempts += 1
+        t = time.perf_counter()
         value, reason = self._validate(state.asks[i], c, node.level)
+        t1 = time.perf_counter()
+        self.timings["validate"] += t1 - t
         if stored is None:
             self.store.put(StoredReply(
                 key=req.key, level=node.level, node=node.id, attempt=attempt, seed=req.sampling["seed"],
                 status="ok" if value is not None else "failed", reason=reason, text=c.text,
                 finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens,
                 cached_tokens=c.cached_tokens, elapsed_s=c.elapsed_s,
-                messages=json.dumps(req.messages, ensure_ascii=False),
-                request=json.dumps({"schema": req.schema, "sampling": req.sampling})))
+                request=req.asked,
+                vllm=getattr(self.engine, "version", "")), req.messages)
+            self.timings["store"] += time.perf_counter() - t1
         self._failed_replies[node.level] += value is None
         state.early[i][attempt] = (value, reason, req, c, stored is None)
         self._settle(state, i)

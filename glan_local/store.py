@@ -1,7 +1,13 @@
 """Request keys and the durable reply store.
 
-A reply is committed to SQLite (WAL, synchronous=FULL: fsync'd) before it counts as done, so a
-killed run loses at most what was in flight. Replies are looked up by key, never by position.
+Replies are committed to SQLite in one transaction per engine step (group commit, fsync'd with
+synchronous=FULL): a reply counts as done once its step's transaction is committed, so a killed
+run loses at most what was in flight plus the replies of the step being stored. Replies are
+looked up by key, never by position.
+
+Prompts are stored as blocks (a message's paragraphs, content-addressed), each block once per
+store: every question prompt of a syllabus repeats that syllabus, which would otherwise be
+written once per question (about 520 times per syllabus at the paper's breadth).
 """
 from __future__ import annotations
 
@@ -9,21 +15,45 @@ import hashlib
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
+
+
+# Encoders built once: json.dumps with options builds a new encoder per call, on the hot path.
+_canonical = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _canonical(obj)
 
 
-def request_key(model_id: str, engine_id: dict, messages: list, schema: Optional[dict], sampling: dict) -> str:
-    """Everything that determines a reply, hashed: model, output-affecting engine settings,
-    rendered messages, schema and sampling (seed included)."""
-    blob = canonical({"model": model_id, "engine": engine_id, "messages": messages,
-                      "schema": schema, "sampling": sampling})
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+@lru_cache(maxsize=None)
+def schema_json(schema_cls) -> tuple[dict, str]:
+    """A reply schema class's JSON schema and its sha256, computed once per class."""
+    schema = schema_cls.model_json_schema()
+    return schema, hashlib.sha256(canonical(schema).encode()).hexdigest()
+
+
+def teacher_identity(model_id: str, engine_id: dict) -> bytes:
+    """The teacher's part of every request key: the model and its output-affecting engine settings."""
+    return canonical({"model": model_id, "engine": engine_id}).encode()
+
+
+def asked(schema_sha: Optional[str], sampling: dict) -> str:
+    """How a request is asked, as stored with its reply: the schema (by its hash) and sampling."""
+    return canonical({"schema": schema_sha, "sampling": sampling})
+
+
+def request_key(teacher: bytes, how: str, messages: list) -> str:
+    """Everything that determines a reply, hashed: the teacher (teacher_identity), how it is
+    asked (asked: schema and sampling, seed included) and the rendered messages."""
+    h = hashlib.sha256(teacher + b"\x00" + how.encode())
+    for m in messages:      # fed as they are, not through JSON: prompts are most of the bytes
+        h.update(b"\x00" + m["role"].encode() + b"\x00" + m["content"].encode())
+    return h.hexdigest()[:32]
 
 
 @dataclass
@@ -41,11 +71,20 @@ class StoredReply:
     output_tokens: int
     cached_tokens: int
     elapsed_s: float
-    messages: str        # the rendered conversation, JSON: what was really asked
-    request: str = "{}"  # schema and sampling (seed included), JSON: how it was asked
+    request: str = "{}"  # the schema's sha256 (see `schemas`) and sampling (seed included), JSON: how it was asked
+    vllm: str = ""       # the vLLM version that generated it ("" for replies stored before it was recorded)
 
 
 _COLUMNS = list(StoredReply.__dataclass_fields__)
+# `prompt`: the rendered conversation as [[role, [block ids]], ...] (what was really asked);
+# `messages`: the same as plain JSON, written by glan-local before blocks (read, never written).
+_TABLE_COLUMNS = _COLUMNS + ["prompt", "messages", "created"]
+TABLES = {"replies": _TABLE_COLUMNS, "blocks": ["id", "text"], "schemas": ["sha256", "json"]}
+_BLOCK_CACHE = 1 << 16     # block ids known to be stored: skips re-inserting a syllabus per question
+
+
+def _block_id(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 class Store:
@@ -56,29 +95,105 @@ class Store:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=120)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS replies (" + ", ".join(
-                f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in _COLUMNS)
-            + ", created REAL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS replies (" + ", ".join(
+            f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in _TABLE_COLUMNS) + ")")
+        self.db.execute("CREATE TABLE IF NOT EXISTS blocks (id TEXT PRIMARY KEY, text TEXT)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS schemas (sha256 TEXT PRIMARY KEY, json TEXT)")
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(replies)")}
+        for column in _TABLE_COLUMNS:       # a store written before these columns existed
+            if column not in have:
+                self.db.execute(f"ALTER TABLE replies ADD COLUMN {column}")
+        self._known: dict[str, None] = {}
+        # Rows put since the last commit, written in one statement per table at commit.
+        self._rows: dict[str, tuple] = {}
+        self._blocks: list[tuple[str, str]] = []
+        self._schemas: list[tuple[str, str]] = []
 
     def get(self, key: str) -> Optional[StoredReply]:
-        row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM replies WHERE key=?", (key,)).fetchone()
-        return StoredReply(*row) if row else None
+        row = self._rows.get(key)
+        if row is None:
+            row = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM replies WHERE key=?", (key,)).fetchone()
+        return StoredReply(*row[:len(_COLUMNS)]) if row else None
 
-    def put(self, reply: StoredReply) -> None:
-        values = asdict(reply)
-        self.db.execute(
-            f"INSERT OR REPLACE INTO replies ({', '.join(_COLUMNS)}, created) VALUES "
-            f"({', '.join('?' * len(_COLUMNS))}, ?)", [values[c] for c in _COLUMNS] + [time.time()])
+    def put(self, reply: StoredReply, messages: list[dict]) -> None:
+        """Stored with the next commit()."""
+        self._rows[reply.key] = (*(getattr(reply, c) for c in _COLUMNS), self._put_prompt(messages), None, time.time())
 
-    def __iter__(self) -> Iterator[StoredReply]:
-        for row in self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM replies ORDER BY key"):
-            yield StoredReply(*row)
+    def _put_prompt(self, messages: list[dict]) -> str:
+        encoded = []
+        for m in messages:
+            ids = []
+            for block in m["content"].split("\n\n"):
+                bid = _block_id(block)
+                ids.append(bid)
+                if bid not in self._known:
+                    self._blocks.append((bid, block))
+                    self._known[bid] = None
+            encoded.append([m["role"], ids])
+        return _compact(encoded)
+
+    def put_schema(self, sha: str, schema: dict) -> None:
+        self._schemas.append((sha, canonical(schema)))
+
+    def schema(self, sha: str) -> Optional[dict]:
+        self.commit()
+        row = self.db.execute("SELECT json FROM schemas WHERE sha256=?", (sha,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def commit(self) -> None:
+        """One transaction for everything put since the last commit: durable when it returns."""
+        if not (self._rows or self._blocks or self._schemas):
+            return
+        try:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR IGNORE INTO blocks (id, text) VALUES (?, ?)", self._blocks)
+            self.db.executemany("INSERT OR IGNORE INTO schemas (sha256, json) VALUES (?, ?)", self._schemas)
+            self.db.executemany(f"INSERT OR REPLACE INTO replies ({', '.join(_TABLE_COLUMNS)}) VALUES "
+                                f"({', '.join('?' * len(_TABLE_COLUMNS))})", list(self._rows.values()))
+            self.db.execute("COMMIT")
+        except BaseException:     # nothing of it is stored: the blocks are not known after all
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self._known.clear()
+            raise
+        self._rows.clear()
+        self._blocks.clear()
+        self._schemas.clear()
+        if len(self._known) > _BLOCK_CACHE:
+            self._known.clear()
+
+    def messages(self, key: str) -> Optional[list[dict]]:
+        """The conversation a stored reply answered, as rendered."""
+        self.commit()
+        row = self.db.execute("SELECT prompt, messages FROM replies WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        prompt, legacy = row
+        if prompt is None:
+            return json.loads(legacy)
+        out = []
+        for role, ids in json.loads(prompt):
+            texts = dict(self.db.execute(f"SELECT id, text FROM blocks WHERE id IN ({', '.join('?' * len(ids))})",
+                                         ids).fetchall())
+            out.append({"role": role, "content": "\n\n".join(texts[i] for i in ids)})
+        return out
+
+    def copy_from(self, other: "Store", key: str) -> Optional[StoredReply]:
+        """A reply of another store (the shared cache), with its prompt, put into this one."""
+        hit = other.get(key)
+        if hit is not None:
+            self.put(hit, other.messages(key))
+            sha = json.loads(hit.request).get("schema")
+            if isinstance(sha, str):
+                self.put_schema(sha, other.schema(sha))
+        return hit
 
     def count(self) -> int:
+        self.commit()
         return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
 
 
@@ -97,16 +212,26 @@ class Replies:
         if hit is not None:
             return hit, "run"
         if self.cache is not None:
-            hit = self.cache.get(key)
+            hit = self.run.copy_from(self.cache, key)
             if hit is not None:
-                self.run.put(hit)
                 return hit, "cache"
         return None, ""
 
-    def put(self, reply: StoredReply) -> None:
-        self.run.put(reply)
+    def put(self, reply: StoredReply, messages: list[dict]) -> None:
+        self.run.put(reply, messages)
         if self.cache is not None:
-            self.cache.put(reply)
+            self.cache.put(reply, messages)
+
+    def put_schema(self, sha: str, schema: dict) -> None:
+        self.run.put_schema(sha, schema)
+        if self.cache is not None:
+            self.cache.put_schema(sha, schema)
+
+    def commit(self) -> None:
+        """One transaction per engine step: what was put since the last commit is now durable."""
+        self.run.commit()
+        if self.cache is not None:
+            self.cache.commit()
 
     def close(self) -> None:
         self.run.close()

@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SIZES = {"tiny": ["breadth=tiny"], "small": ["breadth=small"]}
+# wide: a tree more than ten GPU batches wide (conf/breadth/wide.yaml), for GPU sittings.
+SIZES = {"tiny": ["breadth=tiny"], "small": ["breadth=small"], "wide": ["breadth=wide"]}
 
 
 def run_pipeline(out: Path, size: str, pipelined: bool, extra: list[str]) -> dict:
@@ -50,8 +51,8 @@ def needed_replies(out: Path) -> list[dict]:
 
     run_seed = json.loads((out / "manifest.json").read_text())["seed"]
     db = sqlite3.connect(out / "store.sqlite")
-    rows = [dict(zip(("key", "level", "node", "attempt", "seed", "status", "elapsed_s", "messages", "request"), r))
-            for r in db.execute("SELECT key, level, node, attempt, seed, status, elapsed_s, messages, request "
+    rows = [dict(zip(("key", "level", "node", "attempt", "seed", "status", "elapsed_s", "request"), r))
+            for r in db.execute("SELECT key, level, node, attempt, seed, status, elapsed_s, request "
                                 "FROM replies ORDER BY created")]
     first_ok: dict = {}
     for r in rows:   # which ask of its node a reply answers: the one whose derived seed it carries
@@ -63,8 +64,20 @@ def needed_replies(out: Path) -> list[dict]:
 
 
 def stored_requests(out: Path) -> list[dict]:
-    return [{"key": r["key"], "level": r["level"], "messages": json.loads(r["messages"]), **json.loads(r["request"])}
-            for r in needed_replies(out)]
+    """The needed replies as requests: rendered messages, schema and sampling, from the store."""
+    from glan_local.store import Store
+
+    store = Store(out / "store.sqlite")
+    try:
+        reqs = []
+        for r in needed_replies(out):
+            asked = json.loads(r["request"])
+            reqs.append({"key": r["key"], "level": r["level"], "messages": store.messages(r["key"]),
+                         "schema": store.schema(asked["schema"]) if asked["schema"] else None,
+                         "sampling": asked["sampling"]})
+        return reqs
+    finally:
+        store.close()
 
 
 def critical_path_s(out: Path) -> float:
@@ -99,24 +112,29 @@ def critical_path_s(out: Path) -> float:
 RAW = r'''
 import json, sys, time
 if __name__ == "__main__":
+    # The pipeline's own engine arguments (glan_local.engine.engine_kwargs) from its manifest's
+    # config, so the comparison is fair on any hardware; only the backend may differ.
     from vllm import LLM, SamplingParams
-    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    from glan_local.engine import engine_kwargs
+    from glan_local.config import GlanConfig
+    from omegaconf import OmegaConf
     spec = json.load(open(sys.argv[1]))
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), spec["config"]))
     backend = spec["backend"]
-    llm = LLM(spec["model"], dtype=spec["dtype"], max_model_len=spec["max_model_len"], enforce_eager=True,
-              gpu_memory_utilization=spec["gpu_memory_utilization"], enable_prefix_caching=True,
-              max_num_seqs=spec["max_num_seqs"],
-              structured_outputs_config={"backend": backend if backend != "none" else "xgrammar"},
-              # as glan_local/engine.py: seeded requests crash vLLM on the CPU after a chunked prefill
-              **({"enable_chunked_prefill": False} if spec["cpu"] else {}))
+    cfg.engine.backend = backend if backend != "none" else cfg.engine.backend
+    llm = LLM(**engine_kwargs(spec["model"], cfg.model, cfg.engine))
+    seats = cfg.model.max_num_seqs
     tok = llm.get_tokenizer()
+    core = llm.llm_engine
     reqs = spec["requests"]
     prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in reqs]
     def params(r):
         s = r["sampling"]
         so = StructuredOutputsParams(json=r["schema"]) if (r["schema"] and backend != "none") else None
         return SamplingParams(temperature=s["temperature"], top_p=s["top_p"], max_tokens=s["max_tokens"],
-                              repetition_penalty=s["repetition_penalty"], seed=s["seed"], structured_outputs=so)
+                              repetition_penalty=s["repetition_penalty"], seed=s["seed"], structured_outputs=so,
+                              output_kind=RequestOutputKind.FINAL_ONLY)
     compile_s = {}
     if backend != "none":
         # Compile time: the first request of each distinct schema alone, 1 token.
@@ -128,9 +146,21 @@ if __name__ == "__main__":
             sp = params(r); sp.max_tokens = 1
             t = time.perf_counter(); llm.generate([p], [sp], use_tqdm=False)
             compile_s[r["level"]] = round(max(compile_s.get(r["level"], 0), time.perf_counter() - t), 2)
+    # One batch, driven step by step as the pipeline drives it, to measure the same occupancy.
     t = time.perf_counter()
-    outs = llm.generate(prompts, [params(r) for r in reqs], use_tqdm=False)
+    for i, (r, p) in enumerate(zip(reqs, prompts)):
+        core.add_request(str(i), p, params(r))
+    outs, steps, seated, idle, left = {}, 0, 0.0, 0.0, len(reqs)
+    while core.has_unfinished_requests():
+        t0 = time.perf_counter()
+        done = [o for o in core.step() if o.finished]
+        dt = time.perf_counter() - t0
+        steps += 1; seated += min(left, seats) / seats; idle += dt if left < seats else 0.0
+        for o in done:
+            outs[int(o.request_id)] = o
+        left -= len(done)
     wall = time.perf_counter() - t
+    outs = [outs[i] for i in range(len(reqs))]
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     valid = 0
     for r, o in zip(reqs, outs):
@@ -144,16 +174,14 @@ if __name__ == "__main__":
         except ValueError:
             pass
     print("RESULT " + json.dumps({"tokens": tokens, "wall_s": wall, "requests": len(reqs), "valid": valid,
-                                  "compile_s": compile_s}))
+                                  "compile_s": compile_s, "occupancy": seated / max(steps, 1),
+                                  "queue_empty_share": idle / wall if wall else 0.0}))
 '''
 
 
-def run_raw(requests: list[dict], backend: str, model_dir: str, cfg: dict, work: Path) -> dict:
+def run_raw(requests: list[dict], backend: str, model_dir: str, config: dict, work: Path) -> dict:
     spec = work / f"raw-{backend}.json"
-    from vllm.platforms import current_platform
-
-    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests,
-                                "cpu": current_platform.is_cpu(), **cfg}))
+    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests, "config": config}))
     script = work / "raw.py"
     script.write_text(RAW)
     p = subprocess.run([sys.executable, str(script), str(spec)], capture_output=True, text=True,
@@ -182,17 +210,16 @@ def main() -> None:
         piped = run_pipeline(args.work / f"{tag}-pipelined", size, True, args.extra)
         level = run_pipeline(args.work / f"{tag}-levels", size, False, args.extra)
         if "error" in piped:    # the raw replay needs the pipelined run's requests
-            rows.append((size, "pipeline", "-", "-", "-", "-", "-", "-", "-", "-", "-", piped["error"], "-"))
+            rows.append((size, "pipeline", *["-"] * 12, piped["error"], "-"))
             continue
         model_dir = piped["model"]["path"]
-        man = json.loads((args.work / f"{tag}-pipelined" / "manifest.json").read_text())["config"]["model"]
-        cfg = {k: man[k] for k in ("dtype", "max_model_len", "gpu_memory_utilization", "max_num_seqs")}
+        cfg = json.loads((args.work / f"{tag}-pipelined" / "manifest.json").read_text())["config"]
         reqs = stored_requests(args.work / f"{tag}-pipelined")
         raw = run_raw(reqs, man_backend(args.work / f"{tag}-pipelined"), model_dir, cfg, args.work)
         ideal = raw["tokens"] / raw["wall_s"]
         for name, s in (("pipeline", piped), ("level-by-level", level)):
             if "error" in s:
-                rows.append((size, name, "-", "-", "-", "-", "-", "-", "-", "-", "-", s["error"], "-"))
+                rows.append((size, name, *["-"] * 12, s["error"], "-"))
                 continue
             t = s["totals"]
             # Useful tokens: those of the replies the dataset needed (speculative attempts found
@@ -203,23 +230,28 @@ def main() -> None:
             chain = chain_s / t["generation_s"] if t["generation_s"] else 0.0
             if name == "pipeline":
                 bounds[size] = (chain_s, raw["wall_s"])
+            # The bound: no schedule that respects the tree beats raw wall / chain of the raw batch.
+            bound = min(1.0, raw["wall_s"] / chain_s) if chain_s else 1.0
+            vs_raw = t["useful_output_tokens_per_s"] / ideal
             rows.append((size, name, t["generated"], useful, t["generation_s"], t["useful_output_tokens_per_s"],
-                         round(t["useful_output_tokens_per_s"] / ideal, 2), t["mean_in_flight"],
+                         round(vs_raw, 2), round(vs_raw / bound, 2), t["mean_in_flight"],
+                         t.get("occupancy", "-"), t.get("queue_empty_share", "-"),
                          f"{t['speculative']} ({t['wasted_output_tokens']:,})", f"{outside:.1%}",
                          f"{chain:.0%}", t.get("cached_prompt_tokens", "-"), t["peak_rss_mb"]))
             tps[(size, name)] = t["useful_output_tokens_per_s"]
             rss[size] = max(rss.get(size, 0), t["peak_rss_mb"])
         rows.append((size, "raw vLLM batch (ideal)", raw["requests"], raw["tokens"], round(raw["wall_s"], 1),
-                     round(ideal, 1), 1.0, raw["requests"], "-", "-", "-", "-", "-"))
+                     round(ideal, 1), 1.0, "-", raw["requests"], round(raw["occupancy"], 3),
+                     round(raw["queue_empty_share"], 3), "-", "-", "-", "-", "-"))
         if not args.skip_backends and size == args.sizes[0]:
             for backend in ("outlines", "xgrammar", "guidance", "none"):
                 r = run_raw(reqs, backend, model_dir, cfg, args.work)
                 rows.append((size, f"backend {backend}" if backend != "none" else "unconstrained", r["requests"],
                              r["tokens"], round(r["wall_s"], 1), round(r["tokens"] / r["wall_s"], 1),
-                             round(r["tokens"] / r["wall_s"] / ideal, 2), r["requests"], "-", "-", "-",
+                             round(r["tokens"] / r["wall_s"] / ideal, 2), "-", r["requests"], "-", "-", "-", "-", "-",
                              f"valid {r['valid']}/{r['requests']}", json.dumps(r["compile_s"])))
-    head = ("size", "what", "requests", "useful out tokens", "wall s", "useful tok/s", "vs raw", "mean in flight",
-            "speculative (wasted tok)", "time outside engine", "dependency chain / wall", "cached prompt tok / valid",
+    head = ("size", "what", "requests", "useful out tokens", "wall s", "useful tok/s", "vs raw", "vs bound",
+            "mean in flight", "occupancy", "queue empty", "speculative (wasted tok)", "time outside engine", "dependency chain / wall", "cached prompt tok / valid",
             "peak RSS MB / compile s")
     table = [head, *rows]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]

@@ -28,7 +28,7 @@ TOKENS = {
 BYTES_PER_TOKEN = 4                   # English text
 ROW_PROVENANCE_BYTES = 600            # ids, names, sessions, concepts, seeds, request keys, model, language
 PARQUET_SHARE = 0.4                   # parquet (compressed) / JSONL
-STORE_ROW_OVERHEAD = 200              # per stored reply: key, level, node, seeds, counts, index
+STORE_ROW_OVERHEAD = 700              # per stored reply: key, level, node, seeds, counts, index, block ids
 # Assumed throughput per GPU at large batch with vLLM (not measured here: no GPU on this machine).
 TEACHERS = [
     # name, GPUs per engine, output tok/s per GPU, uncached prompt (prefill) tok/s per GPU
@@ -106,15 +106,17 @@ def main() -> None:
     text_row = (TOKENS["questions"][2] + TOKENS["answers"][2]) * BYTES_PER_TOKEN
     row_bytes = 2 * text_row + ROW_PROVENANCE_BYTES             # question + answer, again in `messages`
     q_rec = TOKENS["questions"][2] * BYTES_PER_TOKEN + ROW_PROVENANCE_BYTES
-    store = sum(n * ((TOKENS[lv][0] + TOKENS[lv][2]) * BYTES_PER_TOKEN + STORE_ROW_OVERHEAD)
+    # Prompts are stored as content-addressed paragraphs: the part a prompt shares with others
+    # (a syllabus, for its questions; the same part vLLM's prefix cache serves) is stored once.
+    store = sum(n * ((TOKENS[lv][0] - TOKENS[lv][1] + TOKENS[lv][2]) * BYTES_PER_TOKEN + STORE_ROW_OVERHEAD)
                 for lv, n in requests.items())
     out += ["", "Storage (bytes per token assumed 4; no retries counted)",
             f"  rows                         {rows:,}",
             f"  data/train.jsonl             {human(rows * row_bytes)}B ({row_bytes:,} B/row: Q+A twice, with provenance)",
             f"  data/*.parquet               {human(rows * row_bytes * PARQUET_SHARE)}B (assumed {PARQUET_SHARE:.0%} of JSONL)",
             f"  levels/*.jsonl               {human(rows * (row_bytes + q_rec))}B (answers = rows, plus questions)",
-            f"  store.sqlite (all shards)    {human(store)}B (every prompt and reply; questions' "
-            f"syllabus-long prompts dominate)"]
+            f"  store.sqlite (all shards)    {human(store)}B (every reply and prompt; a syllabus shared by "
+            f"its questions' prompts stored once)"]
     print("\n".join(out))
 
 

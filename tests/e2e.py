@@ -78,6 +78,22 @@ def kill_when(out: Path, level: str, n: int = 1, timeout: float = 1500) -> subpr
     raise AssertionError(f"no {level} reply within {timeout} s")
 
 
-def submitted(out: Path) -> list[str]:
-    p = out / "submitted.log"
-    return p.read_text().split() if p.exists() else []
+def stored_at(out: Path) -> dict[str, float]:
+    """When each stored reply was written: a reply generated again would be written anew."""
+    con = sqlite3.connect(f"file:{out / 'store.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:
+        return dict(con.execute("SELECT key, created FROM replies"))
+    finally:
+        con.close()
+
+
+def prompts(out: Path) -> list[tuple[str, str, list]]:
+    """(level, status, messages) of every stored reply: the conversation as it was asked."""
+    from glan_local.store import Store
+
+    store = Store(out / "store.sqlite")
+    try:
+        rows = store.db.execute("SELECT key, level, status FROM replies ORDER BY created").fetchall()
+        return [(level, status, store.messages(key)) for key, level, status in rows]
+    finally:
+        store.close()

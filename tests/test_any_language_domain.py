@@ -1,7 +1,6 @@
 """language=, prompt overrides, taxonomy subsets and flat discipline lists, with the FAKE
 engine (tests/fakes.py). The real-engine run of all four is in test_any_language_e2e.py."""
 import json
-import sqlite3
 
 import pytest
 import yaml
@@ -25,8 +24,9 @@ def test_language_codes_and_names_resolve():
 
 
 def _messages(run):
-    db = sqlite3.connect(run / "store.sqlite")
-    return [(lvl, json.loads(m)) for lvl, m in db.execute("SELECT level, messages FROM replies")]
+    from e2e import prompts
+
+    return [(lvl, m) for lvl, _, m in prompts(run)]
 
 
 def test_language_reaches_every_prompt_and_row(compose, fake_model, tmp_path):

@@ -3,11 +3,11 @@ REAL engine with the embedded teacher (one run keeps the CI budget). The same ru
 a second teacher (answers.model: the embedded model again, under another name), so a second
 vLLM engine starts in the process after the first is shut down."""
 import json
-import sqlite3
 
 import pytest
 
 from e2e import TINY, run_glan
+from e2e import prompts as stored_prompts
 from glan_local.levels import questions, subjects, syllabus
 
 pytestmark = pytest.mark.engine
@@ -41,8 +41,7 @@ def test_korean_flat_list_with_override_and_filter(tmp_path, compose):
         subjects.subject_schema(b.subtopics_max).model_validate({k: v for k, v in subj.items() if k != "query"})
     for r in rows:
         questions.Question.model_validate({"question": r["question"]})
-    db = sqlite3.connect(out / "store.sqlite")
-    prompts = [(lvl, json.loads(m)[-1]["content"]) for lvl, m in db.execute("SELECT level, messages FROM replies")]
+    prompts = [(lvl, m[-1]["content"]) for lvl, _, m in stored_prompts(out)]
     assert all("Korean" in p for _, p in prompts)
     assert all(p.startswith("[MY-ORG-TEMPLATE]") for lvl, p in prompts if lvl == "questions")
     assert not any("Ceramics" in p for _, p in prompts)

@@ -486,11 +486,11 @@ def test_disk_full_while_storing_replies(compose, world, tmp_path, monkeypatch, 
     cfg = compose(f"model.path={world.model}", "quality.enabled=false", "engine.speculate_below=0")
     real_put, calls = Store.put, []
 
-    def put(self, reply):
+    def put(self, reply, *prompt):
         calls.append(reply.key)
         if len(calls) > 6:
             raise error
-        real_put(self, reply)
+        real_put(self, reply, *prompt)
 
     monkeypatch.setattr(Store, "put", put)
     code, line, _ = job(cfg, run, FakeEngine(), monkeypatch, capsys)

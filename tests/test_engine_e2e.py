@@ -78,12 +78,11 @@ def test_rows_have_full_provenance_and_load_with_datasets(tiny_run):
 
 def test_prompts_and_replies_are_in_the_store(tiny_run):
     out, _ = tiny_run
-    import sqlite3
+    from e2e import prompts
 
-    db = sqlite3.connect(out / "store.sqlite")
-    rows = db.execute("SELECT level, status, messages, seed FROM replies").fetchall()
+    rows = prompts(out)
     s = json.loads((out / "summary.json").read_text())
     assert len(rows) == sum(lv["attempts"] for lv in s["levels"].values())
-    q = [json.loads(m) for lvl, st, m, _ in rows if lvl == "questions"]
+    q = [m for lvl, st, m in rows if lvl == "questions"]
     assert q and all("students have learned the course up to session" in m[-1]["content"] for m in q)
     assert all("Syllabus:" in m[-1]["content"] for m in q)        # the full syllabus is in the prompt

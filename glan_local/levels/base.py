@@ -7,6 +7,7 @@ the engine know nothing of any particular level.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated, Any, Optional, Protocol
 
 from pydantic import AfterValidator, BaseModel
@@ -35,7 +36,7 @@ class Node:
     path: tuple[int, ...]
     data: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def id(self) -> str:
         return node_id(self.path)
 
