@@ -72,9 +72,11 @@ def _sweep_job(container: dict, run_dir: str) -> None:
     p = subprocess.Popen([sys.executable, "-c", code, run_dir], stdin=subprocess.PIPE, text=True)
     p.stdin.write(json.dumps(container))
     p.stdin.close()
-    # SIGTERM (a scheduler's stop) is passed on so the job stops gracefully; Ctrl-C reaches the
-    # job directly (same process group), so here it only waits for the job to finish stopping.
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: p.send_signal(signum))
+    # SIGTERM (a scheduler's stop) and SIGUSR2 (Slurm's warning before the time limit) are
+    # passed on so the job stops gracefully; Ctrl-C reaches the job directly (same process
+    # group), so here it only waits for the job to finish stopping.
+    previous = {sig: signal.signal(sig, lambda signum, frame: p.send_signal(signum))
+                for sig in (signal.SIGTERM, signal.SIGUSR2)}
     try:
         while True:
             try:
@@ -83,7 +85,8 @@ def _sweep_job(container: dict, run_dir: str) -> None:
             except KeyboardInterrupt:
                 continue
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if code == 130:
         sys.exit(130)       # stopped: the rest of the sweep does not start
     if code != 0:

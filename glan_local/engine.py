@@ -39,6 +39,21 @@ class Completion:
     error: str = ""
 
 
+# model.extra keys that change how vLLM runs, never what it generates: left out of request keys.
+# Any other extra key (kv_cache_dtype, hf_overrides, tokenizer, revision, seed ...) is in them.
+RUN_ONLY_EXTRA = frozenset({
+    "distributed_executor_backend", "disable_log_stats", "swap_space", "cpu_offload_gb", "block_size",
+    "max_seq_len_to_capture", "disable_custom_all_reduce", "enable_chunked_prefill", "max_num_partial_prefills",
+    "compilation_config", "worker_cls", "preemption_mode", "scheduling_policy", "num_scheduler_steps"})
+
+
+def engine_identity(model_cfg, backend: str) -> dict:
+    """The engine settings that change what a teacher generates: part of every request key."""
+    extra = {k: v for k, v in sorted(dict(model_cfg.extra or {}).items()) if k not in RUN_ONLY_EXTRA}
+    return {"backend": backend, "dtype": model_cfg.dtype, "quantization": model_cfg.quantization,
+            **({"extra": extra} if extra else {})}
+
+
 def engine_kwargs(model_path, model_cfg, engine_cfg) -> dict:
     """vllm.LLM's arguments for a teacher: the one place they are built, for the pipeline and for
     the benchmark's raw replay alike, so that a comparison of the two is fair."""
@@ -78,8 +93,12 @@ class VllmEngine:
         import vllm
         from vllm import LLM
 
-        self.llm = LLM(**engine_kwargs(model_path, model_cfg, engine_cfg))
         self._watchdog = _start_watchdog()
+        try:
+            self.llm = LLM(**engine_kwargs(model_path, model_cfg, engine_cfg))
+        except BaseException:
+            self._stop_watchdog()
+            raise
         self.core = self.llm.llm_engine
         self.tokenizer = self.llm.get_tokenizer()
         self.version = vllm.__version__
@@ -115,6 +134,9 @@ class VllmEngine:
         core = getattr(self.core, "engine_core", None)
         if core is not None:
             core.shutdown()
+        self._stop_watchdog()
+
+    def _stop_watchdog(self) -> None:
         if self._watchdog is not None:
             self._watchdog.kill()
             self._watchdog.wait()
@@ -230,30 +252,47 @@ def _vllm_before(version: str) -> bool:
 
 # Stops vLLM's processes when this process dies without cleaning up (SIGKILL, OOM killer):
 # vLLM's engine core would otherwise live on, holding its memory (and GPUs), waiting for a
-# client that is gone. It runs in this process group, so a whole-group kill takes it along.
+# client that is gone. It starts before vLLM does and records this process's descendants as
+# they appear (a kill during a 70B model's load is the longest exposed window), then kills them
+# and whatever they started since. It runs in this process group, so a whole-group kill takes
+# it along too.
 _WATCHDOG = """
 import os, signal, sys, time, psutil
 signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C stops glan-local gracefully, not this
-parent = int(sys.argv[1])
-procs = [(int(p), float(t)) for p, t in (a.split(":") for a in sys.argv[2:])]
+signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # so does Slurm's warning before the time limit
+parent, me, seen = int(sys.argv[1]), os.getpid(), {}
+
+def record(procs):
+    for p in procs:
+        try:
+            if p.pid != me and p.pid not in seen:
+                seen[p.pid] = p
+        except psutil.Error:
+            pass
+
 while os.getppid() == parent:
-    time.sleep(1.0)
-for pid, created in procs:
     try:
-        p = psutil.Process(pid)
-        if p.create_time() == created:   # the same process, not a reused pid
-            p.kill()
+        record(psutil.Process(parent).children(recursive=True))
     except psutil.Error:
-        pass
+        break
+    time.sleep(0.2)
+for _ in range(5):      # what the recorded processes started since: workers spawned late
+    alive = [p for p in seen.values() if p.is_running()]
+    for p in alive:
+        try:
+            record(p.children(recursive=True))
+        except psutil.Error:
+            pass
+    for p in list(seen.values()):
+        try:
+            if p.is_running():   # the same process (create time checked), not a reused pid
+                p.kill()
+        except psutil.Error:
+            pass
+    time.sleep(0.2)
 """
 
 
 def _start_watchdog():
-    import psutil
-
-    kids = psutil.Process().children(recursive=True)
-    if not kids:     # vLLM ran its engine in this process: nothing would outlive it
-        return None
-    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()),
-                             *(f"{k.pid}:{k.create_time()}" for k in kids)],
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

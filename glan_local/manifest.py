@@ -65,6 +65,26 @@ def fingerprints(run_dir: Path) -> dict[str, str]:
     return {str(f.relative_to(run_dir)): sha256_file(f) for f in files if f.is_file() and not f.name.endswith(".tmp")}
 
 
+def inputs(cfg) -> dict:
+    """The taxonomy file and user templates a run read, by name and content."""
+    from .prompts import NAMES
+
+    named = {"taxonomy.file": cfg.taxonomy.file, **{f"prompts.{n}": getattr(cfg.prompts, n) for n in NAMES}}
+    return {key: {"name": Path(p).expanduser().name, "text": Path(p).expanduser().read_text(encoding="utf-8")}
+            for key, p in named.items() if p}
+
+
+def with_inputs(cfg, man: dict, folder: Path):
+    """cfg reading the manifest's copies of its inputs (written under folder), not the originals."""
+    for key, entry in man.get("inputs", {}).items():
+        path = folder / key / entry["name"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(entry["text"], encoding="utf-8")
+        section, name = key.split(".", 1)
+        setattr(cfg.taxonomy if section == "taxonomy" else cfg.prompts, name, str(path))
+    return cfg
+
+
 def read(run_dir: Path) -> dict | None:
     p = run_dir / "manifest.json"
     return json.loads(p.read_text()) if p.exists() else None
@@ -99,10 +119,10 @@ def verify(run_dir: Path) -> tuple[bool, list[str]]:
     man = read(run_dir)
     if man is None:
         return False, [f"no manifest.json in {run_dir}: not a finished glan-local run"]
-    cfg = config_from_container(man["config"])
     engine = _StoreOnly()
     lines = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as copies:
+        cfg = with_inputs(config_from_container(man["config"]), man, Path(copies))
         replay(cfg, Path(tmp), run_dir / "store.sqlite", teachers_of(cfg, man, engine))
         missing = getattr(engine, "missing_total", 0)
         if missing:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 from . import manifest
 from .config import ConfigError, enabled_levels
 from .export import atomic_write_text, export_dataset, format_summary, record_key, write_taxonomy_yaml
+from .run import lock_run_dir
 from .store import TABLES, Store
 
 # Times: shards run side by side, so the merged run took as long as its slowest shard.
@@ -184,10 +185,25 @@ def merge_summaries(out: Path, shards: list[tuple[Path, dict]], rows: int) -> di
 def merge(out: Path, shard_dirs: list[Path], quality: Optional[bool] = None,
           say: Callable[[str], None] = _say) -> dict:
     """Merge finished shard run directories into out (new or empty); returns the summary."""
-    from .cli import config_from_container
-
     shards = _read_shards([Path(d) for d in shard_dirs])
     check(shards)
+    locks = []
+    try:
+        for d, _ in shards:          # a shard still running holds its lock: refused, not half-read
+            held = lock_run_dir(d)
+            if held is None:
+                raise MergeError(f"{d}: a glan-local run is still using it (its lock is held): "
+                                 "wait for the shard to finish, then merge")
+            locks.append(held)
+        return _merge(out, shards, quality, say)
+    finally:
+        for held in locks:
+            held.close()
+
+
+def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], say: Callable[[str], None]) -> dict:
+    from .cli import config_from_container
+
     shards.sort(key=lambda dm: _shard(dm[1])["index"])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MergeError(f"{out} exists and is not empty: give a new directory")

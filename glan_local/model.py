@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 from .config import CannotProduce, ConfigError
 
@@ -57,22 +58,82 @@ def _has_chat_template(p: Path, key: str) -> bool:
                           "repair or re-download the model's tokenizer_config.json")
 
 
-def model_identity(path: Path) -> dict:
-    """Path and a hash of the files that define the model.
+# What defines a model in its folder: weights, and the small files that configure it. Anything
+# else (README.md, LICENSE, images, training logs) and the folder's own name do not count.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+DEFINING_SMALL = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                  "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                  "merges.txt", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
+                  "model.safetensors.index.json", "pytorch_model.bin.index.json", "quantize_config.json")
+SAMPLE = 512                # bytes read at the start, middle and end of each tensor (or file region)
+REGIONS = 16                # fixed regions of a weight file that is not safetensors
 
-    Config and tokenizer files are hashed whole; weight files by name and size, since hashing
-    140 GB of 70B weights at every start would cost minutes (`fingerprint_weights` does it fully).
+
+def model_identity(path: Path) -> dict:
+    """What a model is, by content, cheaply enough to run at every start on a 140 GB folder.
+
+    A Hugging Face cache snapshot is its commit. Otherwise: every defining small file hashed
+    whole, and every weight file by its size plus samples of its bytes. A safetensors file is
+    read through its header (names, dtypes, shapes, offsets, hashed whole) and 3 x 512 bytes of
+    every tensor: a fine-tune, even a merged LoRA, changes nearly every element of each tensor it
+    touches, so it cannot slip between the samples, while a 70B model costs ~2,000 small reads,
+    not 140 GB. Other weight files are sampled at 16 fixed regions. The folder's name and files
+    that do not define the model (a README added later) do not count.
     """
+    snapshot = _hf_snapshot(path)
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if not f.is_file() or f.name.startswith("."):
             continue
-        h.update(f.name.encode())
-        if f.suffix in (".json", ".jinja", ".model", ".txt") and f.stat().st_size < 50_000_000:
-            h.update(f.read_bytes())
-        else:
-            h.update(str(f.stat().st_size).encode())
-    return {"path": str(path), "name": path.name, "files_sha256": h.hexdigest()}
+        if f.suffix in WEIGHT_SUFFIXES:
+            h.update(f.name.encode() + b"\x00")
+            _sample_weights(f, h)
+        elif f.name in DEFINING_SMALL:
+            h.update(f.name.encode() + b"\x00" + f.read_bytes())
+    digest = h.hexdigest()
+    return {"path": str(path), "name": path.name, "files_sha256": digest,
+            "identity": f"hf:{snapshot}" if snapshot else f"content:{digest}"}
+
+
+def _hf_snapshot(path: Path) -> str:
+    """'org/name@commit' for a folder of the Hugging Face cache (models--org--name/snapshots/<commit>)."""
+    parts = path.resolve().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--") \
+            and len(parts[-1]) == 40 and all(c in "0123456789abcdef" for c in parts[-1]):
+        return parts[-3][len("models--"):].replace("--", "/") + "@" + parts[-1]
+    return ""
+
+
+def _sample_weights(f: Path, h) -> None:
+    size = f.stat().st_size
+    h.update(str(size).encode() + b"\x00")
+    with open(f, "rb") as fh:
+        fd = fh.fileno()
+        spans = _safetensors_spans(fd, size, h) if f.suffix == ".safetensors" else None
+        if spans is None:      # not safetensors, or a header that does not parse: fixed regions
+            spans = [(size * k // REGIONS, size * (k + 1) // REGIONS) for k in range(REGIONS)]
+        for start, end in spans:
+            for at in sorted({start, max(start, (start + end) // 2 - SAMPLE // 2), max(start, end - SAMPLE)}):
+                h.update(os.pread(fd, min(SAMPLE, end - at), at))
+
+
+def _safetensors_spans(fd: int, size: int, h) -> Optional[list[tuple[int, int]]]:
+    """Each tensor's byte span, from the header (which is hashed whole)."""
+    if size < 8:
+        return None
+    n = int.from_bytes(os.pread(fd, 8, 0), "little")
+    if not 0 < n <= min(size - 8, 100 << 20):
+        return None
+    raw = os.pread(fd, n, 8)
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        return None
+    h.update(raw)
+    base = 8 + n
+    return [(base + t["data_offsets"][0], base + t["data_offsets"][1])
+            for name, t in sorted(header.items()) if name != "__metadata__" and isinstance(t, dict)
+            and "data_offsets" in t]
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

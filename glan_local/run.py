@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import manifest, shard
 from .config import ANSWER_LEVELS, CannotProduce, ConfigError, enabled_levels, validate
-from .engine import self_check
+from .engine import engine_identity, self_check
 from .export import Sinks, atomic_write_text, export_dataset, finalize_levels, format_summary
 from .levels import taxonomy
 from .levels.base import Context
@@ -26,7 +26,7 @@ from .model import check_context, check_turn_end, model_identity, resolve_model_
 from .plan import attempts_rule, check_planned
 from .prompts import Templates
 from .scheduler import LevelStats, Scheduler
-from .store import Replies, Store
+from .store import CacheDir, Replies, Store, check_locking
 
 # Everything a run writes but the reply store: removed by overwrite=true. The store stays,
 # since its replies are keyed by content and can only be reused, never wrongly.
@@ -38,14 +38,15 @@ class Interrupted(Exception):
 
 
 def _stop_on_signals() -> dict:
-    """SIGTERM (a scheduler's kill) behaves like Ctrl-C: stop, keep what is stored."""
+    """SIGTERM (a scheduler's kill) and SIGUSR2 (Slurm's warning before the time limit, see
+    hydra.launcher.signal_delay_s) behave like Ctrl-C: stop, keep what is stored."""
     got: dict = {}
 
     def handler(signum, frame):
         got["signal"] = signal.Signals(signum).name
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         signal.signal(sig, handler)
     return got
 
@@ -73,7 +74,9 @@ def _check_stores(cfg: Any, run_dir: Path) -> None:
         stores.append(("cache_dir", Path(cfg.cache_dir).expanduser() / "replies.sqlite"))
     for key, path in stores:
         try:
-            Store(path).close()
+            check_locking(path.parent, key)
+            if key == "out_dir" or not check_locking(path.parent, key):   # on a network FS, writers own their files
+                Store(path).close()
         except (OSError, sqlite3.DatabaseError) as e:
             why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else (getattr(e, "strerror", None) or e)
             raise ConfigError(key, f"cannot open the reply store '{path}' ({why})",
@@ -81,11 +84,21 @@ def _check_stores(cfg: Any, run_dir: Path) -> None:
                               "writable directory")
 
 
-def _lock(run_dir: Path):
+def lock_run_dir(run_dir: Path):
+    """Hold run_dir's lock (flock: NFS carries it to every node, Lustre with -o flock too; see
+    store.check_locking) until the returned file is closed; None when another process holds it."""
     f = open(run_dir / ".lock", "w")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def _lock(run_dir: Path):
+    f = lock_run_dir(run_dir)
+    if f is None:
         raise ConfigError("out_dir", f"another glan-local run is using '{run_dir}'",
                           "wait for it to finish, or give this run another out_dir=<path>")
     return f
@@ -307,12 +320,10 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         say = (lambda m=m, path=path, levels=levels: _say(
             f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
         teachers.append(Teacher(m.name, levels, _LazyEngine(start(key, m, path), say, backend),
-                                f"{identity['name']}:{identity['files_sha256']}",
-                                {"backend": backend, "dtype": m.dtype, "quantization": m.quantization},
-                                m.max_num_seqs))
+                                identity["identity"], engine_identity(m, backend), m.max_num_seqs))
     identity, model_id, engine_id = identities[0], teachers[0].model_id, teachers[0].engine_id
 
-    cache = Store(Path(cfg.cache_dir).expanduser() / "replies.sqlite") if cfg.cache_dir else None
+    cache = CacheDir(Path(cfg.cache_dir).expanduser()) if cfg.cache_dir else None
     replies = Replies(Store(run_dir / "store.sqlite"), cache)
     bars = _Bars()
     t_gen = time.monotonic()
@@ -398,6 +409,9 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             "answer_engine_id": teachers[1].engine_id} if len(teachers) > 1 else {}),
         "versions": manifest.versions(),
         "templates_sha256": templates.hashes(),
+        # The files outside the run directory a replay needs, by content: verify works on a copy
+        # of the run directory anywhere.
+        "inputs": manifest.inputs(cfg),
         "schemas_sha256": sched.schema_hashes,
         "fingerprints": manifest.fingerprints(run_dir),
     }, indent=2) + "\n")

@@ -8,11 +8,18 @@ looked up by key, never by position.
 Prompts are stored as blocks (a message's paragraphs, content-addressed), each block once per
 store: every question prompt of a syllabus repeats that syllabus, which would otherwise be
 written once per question (about 520 times per syllabus at the paper's breadth).
+
+Shared storage. SQLite's WAL keeps its index in shared memory, which a network file system
+(NFS, Lustre, GPFS, CIFS ...) does not share between nodes. A store there uses a rollback
+journal instead (journal_mode=DELETE: nothing but the file and POSIX locks), and a cache_dir
+there is written one file per writer (CacheDir): no two processes ever write one file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -87,13 +94,67 @@ def _block_id(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "glusterfs", "fuse.glusterfs", "ceph",
+    "fuse.ceph", "fuse.cephfs", "fuse.sshfs", "9p", "afs", "panfs", "wekafs", "orangefs", "pvfs2", "ocfs2",
+    "gfs2", "fuse.juicefs", "fuse.s3fs", "fuse.gcsfuse", "fuse.weka"})
+
+
+def filesystem(path: Path) -> tuple[str, frozenset]:
+    """(type, mount options) of the file system that holds path (or would: its nearest existing
+    parent), from /proc/self/mountinfo; ("unknown", {}) where that cannot be read."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    p = p.resolve()
+    best: tuple = ("", "unknown", frozenset())
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, tail = left.split(), right.split()
+                if len(fields) < 6 or len(tail) < 3:
+                    continue
+                point = fields[4].encode().decode("unicode_escape")
+                if (str(p) == point or str(p).startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
+                    best = (point, tail[0], frozenset(fields[5].split(",") + tail[2].split(",")))
+    except OSError:
+        pass
+    return best[1], best[2]
+
+
+def check_locking(path: Path, key: str) -> bool:
+    """Whether path is on a network file system (then stores use a rollback journal); refuses,
+    with ConfigError, one whose file locks are known not to hold across nodes."""
+    from .config import ConfigError
+
+    kind, options = filesystem(path)
+    if kind == "lustre" and "flock" not in options:
+        how = "-o localflock (locks hold on one node only)" if "localflock" in options else "without -o flock"
+        raise ConfigError(key, f"'{path}' is on Lustre mounted {how}: jobs on two nodes could write one store",
+                          f"ask for the file system to be mounted with -o flock, or point {key} at a local disk "
+                          "and copy the run to shared storage when it ends")
+    return kind in NETWORK_FS
+
+
 class Store:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, network: Optional[bool] = None, readonly: bool = False):
+        """network: None finds out (filesystem); readonly: another writer's file of a CacheDir."""
+        if not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.network = filesystem(path)[0] in NETWORK_FS if network is None else network
         # A shared cache may be written by several sweep jobs at once: wait for the lock.
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=120)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        target = f"file:{path}?mode=ro" if readonly else str(path)
+        self.db = sqlite3.connect(target, uri=readonly, isolation_level=None, check_same_thread=False, timeout=120)
+        self._known: dict[str, None] = {}
+        # Rows put since the last commit, written in one statement per table at commit.
+        self._rows: dict[str, tuple] = {}
+        self._blocks: list[tuple[str, str]] = []
+        self._schemas: list[tuple[str, str]] = []
+        if readonly:
+            return
+        self.db.execute(f"PRAGMA journal_mode={'DELETE' if self.network else 'WAL'}")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS replies (" + ", ".join(
             f"{c} {'TEXT PRIMARY KEY' if c == 'key' else ''}" for c in _TABLE_COLUMNS) + ")")
@@ -103,11 +164,6 @@ class Store:
         for column in _TABLE_COLUMNS:       # a store written before these columns existed
             if column not in have:
                 self.db.execute(f"ALTER TABLE replies ADD COLUMN {column}")
-        self._known: dict[str, None] = {}
-        # Rows put since the last commit, written in one statement per table at commit.
-        self._rows: dict[str, tuple] = {}
-        self._blocks: list[tuple[str, str]] = []
-        self._schemas: list[tuple[str, str]] = []
 
     def get(self, key: str) -> Optional[StoredReply]:
         row = self._rows.get(key)
@@ -197,14 +253,69 @@ class Store:
         self.db.close()
 
 
+class CacheDir:
+    """cache_dir: a reply store shared by runs. On a local disk, one file, replies.sqlite, which
+    several processes of one machine may write (WAL). On a network file system, every writer
+    gets a file of its own (replies-<host>-<pid>-<time>.sqlite) and only reads the others, so
+    jobs on several nodes never write one file: a file that cannot be read consistently while
+    another node writes it is a cache miss (the reply is generated again), never a corruption."""
+
+    RESCAN_S = 60.0
+
+    def __init__(self, d: Path):
+        self.dir = d
+        if check_locking(d, "cache_dir"):
+            name = f"replies-{socket.gethostname()}-{os.getpid()}-{int(time.time())}.sqlite"
+            self.own = Store(d / name, network=True)
+        else:
+            self.own = Store(d / "replies.sqlite", network=False)
+        self._others: dict[Path, Optional[Store]] = {}
+        self._scanned = 0.0
+
+    def find(self, key: str) -> tuple[Optional[StoredReply], Optional[Store]]:
+        hit = self.own.get(key)
+        if hit is not None or not self.own.network:
+            return hit, self.own
+        if time.monotonic() - self._scanned > self.RESCAN_S:
+            self._scanned = time.monotonic()
+            for p in sorted(self.dir.glob("replies*.sqlite")):
+                if p != self.own.path and p not in self._others:
+                    self._others[p] = None
+        for p, store in self._others.items():
+            try:
+                if store is None:
+                    store = self._others[p] = Store(p, network=True, readonly=True)
+                hit = store.get(key)
+                if hit is not None:
+                    return hit, store
+            except sqlite3.Error:     # being written on another node, or locked: a miss
+                continue
+        return None, None
+
+    def put(self, reply: StoredReply, messages: list[dict]) -> None:
+        self.own.put(reply, messages)
+
+    def put_schema(self, sha: str, schema: dict) -> None:
+        self.own.put_schema(sha, schema)
+
+    def commit(self) -> None:
+        self.own.commit()
+
+    def close(self) -> None:
+        self.own.close()
+        for store in self._others.values():
+            if store is not None:
+                store.db.close()
+
+
 class Replies:
-    """The run's own store, backed by an optional shared cache across runs.
+    """The run's own store, backed by an optional shared cache across runs (CacheDir).
 
     A reply found only in the cache is copied into the run's store, so a run directory always
     holds every reply its dataset came from (what `glan-local-verify` replays).
     """
 
-    def __init__(self, run_store: Store, cache: Optional[Store] = None):
+    def __init__(self, run_store: Store, cache: Optional[CacheDir] = None):
         self.run, self.cache = run_store, cache
 
     def get(self, key: str) -> tuple[Optional[StoredReply], str]:
@@ -212,8 +323,12 @@ class Replies:
         if hit is not None:
             return hit, "run"
         if self.cache is not None:
-            hit = self.run.copy_from(self.cache, key)
+            hit, source = self.cache.find(key)
             if hit is not None:
+                try:
+                    self.run.copy_from(source, key)
+                except sqlite3.Error:     # another writer's file, unreadable right now: a miss
+                    return None, ""
                 return hit, "cache"
         return None, ""
 

@@ -564,7 +564,8 @@ def _count(db: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+# SIGUSR2: what Slurm sends before the time limit (hydra.launcher.signal_delay_s).
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2], ids=["SIGTERM", "SIGINT", "SIGUSR2"])
 def test_signals_stop_cleanly_and_the_same_command_resumes(compose, world, tmp_path, record, sig):
     from glan_local.run import generate
 
@@ -594,7 +595,8 @@ def test_signals_stop_cleanly_and_the_same_command_resumes(compose, world, tmp_p
     s = generate(cfg, out, engine_factory=lambda p: eng)       # the same command again
     assert s["totals"]["from_store"] == n and s["rows"] > 0
     assert eng.submitted and not stored & {r.key for r in eng.submitted}   # nothing stored is asked again
-    record("runtime", f"{'Ctrl-C' if sig == signal.SIGINT else 'kill'} ({sig.name}) during generation",
+    what = {signal.SIGINT: "Ctrl-C", signal.SIGUSR2: "Slurm's warning before the time limit"}.get(sig, "kill")
+    record("runtime", f"{what} ({sig.name}) during generation",
            f"kill -{sig.name[3:]} <pid>", re.sub(r": \d+ replies", ": N replies", line.replace(str(out), "<run>")),
            p.returncode)
 
@@ -690,3 +692,16 @@ def test_exclude_patterns_that_leave_no_generated_discipline(compose, world, tmp
     assert "names[0]-" in line and "Fix:" in line
     record("config", "exclude patterns that leave no discipline of a generated taxonomy",
            "taxonomy.exclude=[names*] (the fake teacher's field names)", line, code)
+
+
+def test_lustre_mounted_without_flock_is_refused(compose, world, tmp_path, monkeypatch, capsys, record):
+    """Its file locks hold on one node only, so two jobs on two nodes could write one run (the
+    file system's answer is faked: this machine has no Lustre)."""
+    from glan_local import store
+
+    monkeypatch.setattr(store, "filesystem", lambda path: ("lustre", frozenset({"rw", "localflock"})))
+    cfg = compose(f"model.path={world.model}", "quality.enabled=false")
+    code, line, _ = job(cfg, tmp_path / "run", FakeEngine(), monkeypatch, capsys)
+    assert code == 2 and line.startswith("config error: out_dir:") and "localflock" in line and "Fix:" in line
+    record("config", "out_dir on Lustre mounted without -o flock (locks not cluster-wide)",
+           "a file system reported as lustre with localflock (simulated)", line, code)

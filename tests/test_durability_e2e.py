@@ -83,3 +83,33 @@ def test_engine_processes_end_when_glan_local_alone_is_killed(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_kill_during_model_load_leaves_no_engine_process(tmp_path):
+    """`kill -9` of glan-local alone while vLLM is still loading the model (the longest exposed
+    window with a 70B teacher): the watchdog runs from before vLLM starts, so the engine
+    processes it started, and those they start afterwards, are gone within 30 s."""
+    out = tmp_path / "run"
+    p = subprocess.Popen([str(BIN / "glan-local"), *TINY, f"out_dir={out}"], cwd=ROOT, env=env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        main = psutil.Process(p.pid)
+        deadline = time.monotonic() + 600
+        core = []
+        while not core and p.poll() is None and time.monotonic() < deadline:
+            core = [k for k in main.children(recursive=True) if "EngineCore" in " ".join(k.cmdline() or [k.name()])
+                    or k.name().startswith("VLLM")]
+            time.sleep(0.05)
+        assert core and not stored(out), "the engine core never appeared, or the model was already serving"
+        kids = main.children(recursive=True)
+        os.kill(p.pid, signal.SIGKILL)                     # glan-local alone, mid-load
+        p.wait()
+        time.sleep(2)                                      # what the core starts after the kill counts too
+        later = {c for k in kids if k.is_running() for c in k.children(recursive=True)}
+        _, alive = psutil.wait_procs(list(set(kids) | later), timeout=30)
+        assert not alive, [(k.pid, k.name()) for k in alive]
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
