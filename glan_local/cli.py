@@ -95,7 +95,6 @@ def _sweep_job(container: dict, run_dir: str) -> None:
 
 def job_main(run_dir: str) -> None:
     """Entry of a sweep job's own process: the resolved config arrives on stdin."""
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     register()
     _job_or_exit(json.loads(sys.stdin.read()), run_dir)
 
@@ -197,8 +196,6 @@ def _describe(e: BaseException) -> str:
 def main() -> None:
     from hydra._internal import utils as hydra_utils
 
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     register()
     if not OmegaConf.has_resolver("glan_run_name"):
         OmegaConf.register_new_resolver("glan_run_name", _run_name)

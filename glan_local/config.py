@@ -263,6 +263,8 @@ class GlanConfig:
     overwrite: bool = False
     # A reply store shared across runs: a sweep that changes only later levels reuses the rest.
     cache_dir: Optional[str] = None
+    # true: vLLM's, torch's and datasets' own logs, warnings and progress bars, all of them.
+    verbose: bool = False
     shard: ShardConfig = field(default_factory=ShardConfig)
 
 

@@ -54,7 +54,7 @@ def engine_identity(model_cfg, backend: str) -> dict:
             **({"extra": extra} if extra else {})}
 
 
-def engine_kwargs(model_path, model_cfg, engine_cfg) -> dict:
+def engine_kwargs(model_path, model_cfg, engine_cfg, verbose: bool = False) -> dict:
     """vllm.LLM's arguments for a teacher: the one place they are built, for the pipeline and for
     the benchmark's raw replay alike, so that a comparison of the two is fair."""
     from vllm.platforms import current_platform
@@ -74,6 +74,7 @@ def engine_kwargs(model_path, model_cfg, engine_cfg) -> dict:
         quantization=model_cfg.quantization,
         trust_remote_code=model_cfg.trust_remote_code,
         structured_outputs_config={"backend": getattr(engine_cfg.backend, "value", engine_cfg.backend)},
+        use_tqdm_on_load=verbose,       # a bar per weight shard, while the first run should read calmly
     )
     if model_cfg.max_num_batched_tokens:
         kwargs["max_num_batched_tokens"] = model_cfg.max_num_batched_tokens
@@ -87,7 +88,8 @@ def engine_kwargs(model_path, model_cfg, engine_cfg) -> dict:
 
 
 class VllmEngine:
-    def __init__(self, model_path, model_cfg, engine_cfg, longest_request: Optional[int] = None):
+    def __init__(self, model_path, model_cfg, engine_cfg, longest_request: Optional[int] = None,
+                 verbose: bool = False):
         # Must be set before vLLM builds its structured-output manager.
         os.environ["VLLM_REGEX_COMPILATION_TIMEOUT_S"] = str(engine_cfg.regex_timeout_s)
         import vllm
@@ -95,7 +97,7 @@ class VllmEngine:
 
         self._watchdog = _start_watchdog()
         try:
-            self.llm = LLM(**engine_kwargs(model_path, model_cfg, engine_cfg))
+            self.llm = LLM(**engine_kwargs(model_path, model_cfg, engine_cfg, verbose))
         except BaseException:
             self._stop_watchdog()
             raise
@@ -111,6 +113,7 @@ class VllmEngine:
 
     def submit(self, req: Request) -> None:
         from vllm import SamplingParams
+        from vllm.inputs.engine import tokens_input
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         s = req.sampling
@@ -123,7 +126,11 @@ class VllmEngine:
         )
         self._started[req.key] = time.monotonic()
         try:
-            self.core.add_request(req.key, self.render(req.messages), params)
+            # Tokenized here, without the tokenizer's own special tokens: the chat template writes
+            # BOS itself (a raw text prompt would get a second one from a Llama 3 tokenizer), as
+            # vLLM's own chat path does, and vLLM takes token inputs without a deprecation warning.
+            ids = self.tokenizer(self.render(req.messages), add_special_tokens=False)["input_ids"]
+            self.core.add_request(req.key, tokens_input(ids), params)
         except Exception as e:  # rejected up front (prompt too long, bad schema): a failed reply
             self._started.pop(req.key, None)
             self._failed.append(Completion(req.key, "", "error", 0, 0, 0, 0.0, error=f"{type(e).__name__}: {e}"))

@@ -16,7 +16,7 @@ from pathlib import Path
 from .store import canonical
 
 # Keys that change how a run goes, never what it produces: a run may resume with other values.
-RUN_ONLY_KEYS = ("out_dir", "overwrite", "cache_dir", "engine.max_in_flight", "engine.pipelined",
+RUN_ONLY_KEYS = ("out_dir", "overwrite", "cache_dir", "verbose", "engine.max_in_flight", "engine.pipelined",
                  "engine.speculate_below",
                  "engine.max_planned_requests",
                  # The quality step reads data/ and writes publish/: it never changes data/.

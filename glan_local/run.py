@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from . import manifest, shard
 from .config import ANSWER_LEVELS, CannotProduce, ConfigError, enabled_levels, validate
@@ -24,6 +23,7 @@ from .levels import taxonomy
 from .levels.base import Context
 from .model import check_context, check_turn_end, model_identity, resolve_model_path
 from .plan import attempts_rule, check_planned
+from .progress import Progress, quiet
 from .prompts import Templates
 from .scheduler import LevelStats, Scheduler
 from .store import CacheDir, Replies, Store, check_locking
@@ -119,27 +119,6 @@ def _claim(run_dir: Path, container: dict, overwrite: bool) -> None:
                 p = run_dir / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     atomic_write_text(owner, json.dumps({"config_hash": want, "config": container}, indent=1) + "\n")
-
-
-class _Bars:
-    """One progress bar per level; totals grow as the tree does."""
-
-    def __init__(self):
-        self.bars: dict[str, tqdm] = {}
-
-    def __call__(self, level: str, st: LevelStats) -> None:
-        if level not in self.bars:
-            self.bars[level] = tqdm(desc=f"{level:<9}", total=st.planned, position=len(self.bars),
-                                    unit="req", leave=True, dynamic_ncols=True, disable=None)
-        bar = self.bars[level]
-        bar.total = st.planned
-        bar.n = st.ok + st.failed
-        bar.set_postfix_str(f"failed={st.failed} retries={st.retries}", refresh=False)
-        bar.refresh()
-
-    def close(self) -> None:
-        for b in self.bars.values():
-            b.close()
 
 
 @dataclass
@@ -262,6 +241,7 @@ class _LazyEngine:
 def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], Any]] = None) -> dict:
     """Run the whole pipeline into run_dir and return the summary. cfg is a GlanConfig."""
     t_start = time.monotonic()
+    quiet(cfg.verbose)
     # Everything cheap is checked before the model loads.
     validate(cfg)
     if cfg.quality.enabled:
@@ -311,7 +291,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             return lambda: engine_factory(path)
         from .engine import VllmEngine
 
-        return lambda: VllmEngine(path, m, cfg.engine, longest.get(key))
+        return lambda: VllmEngine(path, m, cfg.engine, longest.get(key), cfg.verbose)
 
     teachers, identities = [], []
     for (key, m, levels), path in zip(specs, paths):
@@ -325,7 +305,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
 
     cache = CacheDir(Path(cfg.cache_dir).expanduser()) if cfg.cache_dir else None
     replies = Replies(Store(run_dir / "store.sqlite"), cache)
-    bars = _Bars()
+    bars = Progress(_say)
     t_gen = time.monotonic()
     got = _stop_on_signals()
     try:

@@ -90,8 +90,10 @@ def test_a_kill_during_model_load_leaves_no_engine_process(tmp_path):
     window with a 70B teacher): the watchdog runs from before vLLM starts, so the engine
     processes it started, and those they start afterwards, are gone within 30 s."""
     out = tmp_path / "run"
-    p = subprocess.Popen([str(BIN / "glan-local"), *TINY, f"out_dir={out}"], cwd=ROOT, env=env(),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "stderr.log"
+    # verbose=true: vLLM's own logs are shown (quiet by default), which this test also checks.
+    p = subprocess.Popen([str(BIN / "glan-local"), *TINY, f"out_dir={out}", "verbose=true"], cwd=ROOT, env=env(),
+                         stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
     try:
         main = psutil.Process(p.pid)
         deadline = time.monotonic() + 600
@@ -108,6 +110,7 @@ def test_a_kill_during_model_load_leaves_no_engine_process(tmp_path):
         later = {c for k in kids if k.is_running() for c in k.children(recursive=True)}
         _, alive = psutil.wait_procs(list(set(kids) | later), timeout=30)
         assert not alive, [(k.pid, k.name()) for k in alive]
+        assert " INFO " in log.read_text()                  # vLLM's own log lines, with verbose=true
     finally:
         try:
             os.killpg(p.pid, signal.SIGKILL)

@@ -5,6 +5,7 @@ checked: every saved level validates against its schema, provenance is complete,
 level planned = produced + recorded failures.
 """
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ def test_summary_accounts_for_every_request(tiny_run):
     out, p = tiny_run
     s = json.loads((out / "summary.json").read_text())
     assert "level" in p.stdout and "rows:" in p.stdout           # the summary table was printed
+    # A first run a person can read: no vLLM logs by default (verbose=true shows them), and without
+    # a terminal, plain progress lines at most one per 10 s.
+    assert not re.search(r"\((EngineCore|MainProcess|Worker)[^)]*\) (INFO|WARNING)", p.stderr), p.stderr[-3000:]
+    seconds = [int(x) for x in re.findall(r"^\[glan-local\] progress at (\d+) s: taxonomy", p.stderr, re.M)]
+    assert seconds and all(b - a >= 10 for a, b in zip(seconds, seconds[1:])), p.stderr[-3000:]
     for name, lv in s["levels"].items():
         assert lv["planned"] > 0, name
         assert lv["planned"] == lv["ok"] + lv["failed"], name

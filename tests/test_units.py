@@ -128,3 +128,28 @@ def test_small_levels_get_more_attempts(compose):
     # A one-discipline taxonomy file: that discipline's subject lists are the group.
     flat = [Node("subjects", (0, 0, 0), {"field": "f", "subfield": "s", "discipline": "d"})]
     assert attempts_rule(cfg, flat)(Node("subjects", (0, 0, 0))) == 6
+
+
+def test_progress_is_a_bar_per_level_on_a_terminal_and_a_line_per_10_s_elsewhere(monkeypatch):
+    from glan_local import progress
+    from glan_local.scheduler import LevelStats
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    said = []
+    p = progress.Progress(said.append, tty=False)
+    st = LevelStats(planned=4, ok=1)
+    for t in (101, 105, 109.9, 110, 111, 125):
+        now[0] = t
+        p("subjects", st)
+    assert said == ["progress at 10 s: subjects 1/4", "progress at 25 s: subjects 1/4"]
+    import io
+
+    out = io.StringIO()
+    monkeypatch.setattr(progress.sys, "stderr", out)
+    bars = progress.Progress(said.append, tty=True)
+    bars("taxonomy", LevelStats(planned=5, ok=5))
+    bars("subjects", LevelStats(planned=4, ok=2, failed=1))
+    bars.close()
+    assert set(bars.bars) == {"taxonomy", "subjects"} and len(said) == 2
+    assert "failed=1" in out.getvalue()
