@@ -104,13 +104,17 @@ def _debug() -> bool:
 
 
 def _job_or_exit(container: dict, run_dir: str) -> None:
-    # Exit here: past this point Hydra would add its own multi-line report. One line, never a
-    # traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 3 when the teacher or backend
-    # cannot produce what was asked, 1 for a fault, 130 when stopped.
+    # Exit here: past this point Hydra would add its own multi-line report.
+    run_or_exit(lambda: _job(container, run_dir), run_dir)
+
+
+def run_or_exit(job, run_dir: str) -> None:
+    """One line, never a traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 3 when the
+    teacher or backend cannot produce what was asked, 1 for a fault, 130 when stopped."""
     from .run import Interrupted
 
     try:
-        _job(container, run_dir)
+        job()
     except Interrupted as e:
         print(f"[glan-local] {e}", file=sys.stderr)
         sys.exit(130)

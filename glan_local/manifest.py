@@ -123,7 +123,7 @@ def verify(run_dir: Path) -> tuple[bool, list[str]]:
     lines = []
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as copies:
         cfg = with_inputs(config_from_container(man["config"]), man, Path(copies))
-        replay(cfg, Path(tmp), run_dir / "store.sqlite", teachers_of(cfg, man, engine))
+        replay(cfg, Path(tmp), run_dir / "store.sqlite", teachers_of(cfg, man, engine), man.get("regenerated", []))
         missing = getattr(engine, "missing_total", 0)
         if missing:
             lines.append(f"{missing} requests of this config are not in the store: the templates, "

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
-from . import manifest, shard
+from . import manifest, regen, shard
 from .config import ANSWER_LEVELS, CannotProduce, ConfigError, enabled_levels, validate
 from .engine import engine_identity, self_check
 from .export import Sinks, atomic_write_text, export_dataset, finalize_levels, format_summary
@@ -23,6 +23,7 @@ from .levels import taxonomy
 from .levels.base import Context
 from .model import check_context, check_turn_end, model_identity, resolve_model_path
 from .plan import attempts_rule, check_planned
+from .regen import Rounds
 from .progress import Progress, quiet
 from .prompts import Templates
 from .scheduler import LevelStats, Scheduler
@@ -30,7 +31,7 @@ from .store import CacheDir, Replies, Store, check_locking
 
 # Everything a run writes but the reply store: removed by overwrite=true. The store stays,
 # since its replies are keyed by content and can only be reused, never wrongly.
-OUTPUTS = ("data", "levels", "manifest.json", "summary.json", "taxonomy.yaml", "publish")
+OUTPUTS = ("data", "levels", "manifest.json", "summary.json", "taxonomy.yaml", "publish", "regenerated.json")
 
 
 class Interrupted(Exception):
@@ -133,7 +134,7 @@ class Teacher:
 
 
 def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
-          progress=None) -> tuple[Scheduler, int]:
+          progress=None, rounds: Optional[list] = None) -> tuple[Scheduler, int]:
     """Generate (or replay) the tree into run_dir's level files and dataset. With a second
     teacher (answers.model), its levels wait until the first teacher is done and stopped."""
     first = teachers[0]
@@ -148,7 +149,8 @@ def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, te
     sched = Scheduler(ctx, first.engine, replies, templates, first.model_id, first.engine_id,
                       sinks.write, sinks.failure, stop_after=stop_after, progress=progress,
                       level_ids=level_ids, deferred=frozenset(level_ids),
-                      attempts_for=attempts_rule(cfg, roots if cfg.taxonomy.file else None))
+                      attempts_for=attempts_rule(cfg, roots if cfg.taxonomy.file else None),
+                      rounds=Rounds(rounds) if rounds else None)
     sched.seats = first.seats or sched.seats
     # Disciplines read from a file are the taxonomy level's output as they stand.
     sinks.write("taxonomy", [taxonomy.record(r) for r in roots if r.level == "subjects"])
@@ -184,12 +186,12 @@ def teachers_of(cfg: Any, man: dict, engine: Any) -> list[Teacher]:
                            man["answer_engine_id"])]
 
 
-def replay(cfg: Any, out_dir: Path, store_path: Path, teachers: list[Teacher]) -> Scheduler:
+def replay(cfg: Any, out_dir: Path, store_path: Path, teachers: list[Teacher], rounds: list) -> Scheduler:
     """Rebuild a run's outputs from its reply store alone (for verification)."""
     templates = Templates(cfg.prompts, cfg.language)
     replies = Replies(Store(store_path))
     try:
-        sched, _ = _walk(cfg, out_dir, teachers, replies, templates)
+        sched, _ = _walk(cfg, out_dir, teachers, replies, templates, rounds=rounds)
     finally:
         replies.close()
     return sched
@@ -238,8 +240,10 @@ class _LazyEngine:
             _close(self.engine)
 
 
-def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], Any]] = None) -> dict:
-    """Run the whole pipeline into run_dir and return the summary. cfg is a GlanConfig."""
+def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], Any]] = None,
+             rounds: Optional[list] = None) -> dict:
+    """Run the whole pipeline into run_dir and return the summary. cfg is a GlanConfig.
+    rounds: glan-local-regen's rounds, the new one last (None: those run_dir already has)."""
     t_start = time.monotonic()
     quiet(cfg.verbose)
     # Everything cheap is checked before the model loads.
@@ -261,12 +265,13 @@ def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], 
     lock = _lock(run_dir)
     try:
         _check_stores(cfg, run_dir)
-        return _generate(cfg, run_dir, engine_factory, templates, t_start)
+        return _generate(cfg, run_dir, engine_factory, templates, t_start, rounds)
     finally:
         lock.close()
 
 
-def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_start: float) -> dict:
+def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_start: float,
+              rounds: Optional[list]) -> dict:
     container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
     if cfg.answers.model is None:
@@ -284,6 +289,10 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
                 _say(f"warning: {problem}: replies may not stop where a turn ends (free-text answers then "
                      f"run to max_tokens); set eos_token_id in the folder's generation_config.json")
     _claim(run_dir, container, cfg.overwrite)
+    if rounds is None:
+        rounds = regen.load(run_dir).rounds
+    else:   # before the walk: a killed round is resumed by the run's own command
+        atomic_write_text(run_dir / regen.ROUNDS_FILE, json.dumps(rounds, indent=1) + "\n")
     _say(f"run directory: {run_dir}")
 
     def start(key: str, m: Any, path: Path) -> Callable[[], Any]:
@@ -309,7 +318,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
     t_gen = time.monotonic()
     got = _stop_on_signals()
     try:
-        sched, rows = _walk(cfg, run_dir, teachers, replies, templates, bars)
+        sched, rows = _walk(cfg, run_dir, teachers, replies, templates, bars, rounds)
     except BaseException as e:
         # Ctrl-C also reaches vLLM's own processes, so the engine may fail first: any error
         # after a stop signal is the stop itself.
@@ -340,6 +349,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
                      "include": list(cfg.taxonomy.include), "exclude": list(cfg.taxonomy.exclude),
                      "dropped": sched.ctx.dropped},
         "levels": {name: s.as_dict() for name, s in stats.items() if name in enabled_levels(cfg)},
+        **({"regenerated": {"rounds": len(rounds), "asks": sum(s.redone for s in stats.values())}} if rounds else {}),
         "totals": {
             "planned": sum(s.planned for s in stats.values()),
             "failed": sum(s.failed for s in stats.values()),
@@ -389,6 +399,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
             "answer_engine_id": teachers[1].engine_id} if len(teachers) > 1 else {}),
         "versions": manifest.versions(),
         "templates_sha256": templates.hashes(),
+        "regenerated": rounds,      # glan-local-regen's rounds: what was asked again, with what
         # The files outside the run directory a replay needs, by content: verify works on a copy
         # of the run directory anywhere.
         "inputs": manifest.inputs(cfg),

@@ -705,3 +705,18 @@ def test_lustre_mounted_without_flock_is_refused(compose, world, tmp_path, monke
     assert code == 2 and line.startswith("config error: out_dir:") and "localflock" in line and "Fix:" in line
     record("config", "out_dir on Lustre mounted without -o flock (locks not cluster-wide)",
            "a file system reported as lustre with localflock (simulated)", line, code)
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--reason", "cut"], "nothing in"),
+    (["--level", "answers", "model.dtype=float16"], "model.dtype"),
+    (["--level", "anwsers"], "--level"),
+    (["--reason", "slow"], "--reason"),
+], ids=["nothing-matches", "not-a-regen-setting", "unknown-level", "unknown-reason"])
+def test_regen_refuses_bad_selections_before_the_model(world, record, args, culprit):
+    p = subprocess.run([str(Path(sys.executable).parent / "glan-local-regen"), str(world.run), *args],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(world.dir / "guard")})
+    line = one_line(p)
+    assert p.returncode == 2 and culprit in line and "Fix:" in line, line
+    assert snapshot(world.run) == world.snap
+    record("config", f"glan-local-regen: {' '.join(args)}", f"glan-local-regen <run> {' '.join(args)}", line, 2)

@@ -253,3 +253,50 @@ def test_a_bad_answer_teacher_is_refused_before_anything_runs(compose, fake_mode
         generate(cfg, tmp_path / "run", engine_factory=lambda p: FakeEngine())
     assert e.value.key == "answers.model.path"
     assert not (tmp_path / "run" / "levels").exists()
+
+
+def test_regeneration_reasks_only_the_picked_asks_with_new_settings(compose, fake_model, tmp_path):
+    """glan-local-regen's round, with the FAKE engine: cut answers asked again with more
+    max_tokens under new seeds; everything else from the store; verify still passes; the
+    run's own command afterwards keeps the round and generates nothing."""
+    import zlib
+
+    from glan_local import regen
+    from glan_local.manifest import verify
+
+    def cut_some(req):   # some answers are cut whatever the seed, unless asked with more max_tokens
+        if req.level == "answers" and req.sampling["max_tokens"] < 1000 and \
+                zlib.crc32(req.messages[-1]["content"].encode()) % 2 == 0:
+            return ("An answer that runs on and", "length")
+        return None
+
+    run = tmp_path / "run"
+    ov = ("engine.speculate_below=0", "quality.enabled=false")
+    first, _ = _run(compose, fake_model, run, *ov, engine=FakeEngine(cut_some))
+    cut = [f for f in _read(run / "levels" / "failures.jsonl") if f["reason"] == "cut at max_tokens"]
+    assert cut and {f["level"] for f in cut} == {"answers"} and first["rows"] < first["levels"]["answers"]["planned"]
+    stored_before = first["totals"]["generated"]
+
+    cfg, rounds = regen.new_round(run, ["answers"], ["cut"], None, [], None, ["sampling.answers.max_tokens=1024"])
+    eng = FakeEngine(cut_some)
+    s = generate(cfg, run, engine_factory=lambda p: eng, rounds=rounds)
+    assert {r.level for r in eng.submitted} == {"answers"}
+    assert {(r.sampling["max_tokens"]) for r in eng.submitted} == {1024}
+    assert len(eng.submitted) == len(cut) == s["regenerated"]["asks"]       # one attempt each: none is cut now
+    assert s["totals"]["generated"] == len(cut) and s["totals"]["from_store"] == \
+        sum(lv["attempts"] for lv in s["levels"].values()) - len(cut)
+    assert s["rows"] == first["levels"]["answers"]["planned"] and not _read(run / "levels" / "failures.jsonl")
+    man = json.loads((run / "manifest.json").read_text())
+    assert man["regenerated"][0]["settings"] == {"sampling": {"answers": {"max_tokens": 1024}}}
+    assert len(man["regenerated"][0]["asks"]) == len(cut)
+    import sqlite3
+
+    assert sqlite3.connect(run / "store.sqlite").execute("SELECT COUNT(*) FROM replies").fetchone()[0] == \
+        stored_before + len(cut)                                            # the cut attempts are kept
+    ok, lines = verify(run)
+    assert ok, lines
+    rows = (run / "data" / "train.jsonl").read_text()
+    eng2 = FakeEngine(cut_some)
+    again = generate(compose(f"model.path={fake_model}", *ov), run, engine_factory=lambda p: eng2)
+    assert eng2.submitted == [] and again["regenerated"]["rounds"] == 1
+    assert (run / "data" / "train.jsonl").read_text() == rows
