@@ -75,8 +75,13 @@ def _sweep_job(container: dict, run_dir: str) -> None:
     # SIGTERM (a scheduler's stop) and SIGUSR2 (Slurm's warning before the time limit) are
     # passed on so the job stops gracefully; Ctrl-C reaches the job directly (same process
     # group), so here it only waits for the job to finish stopping.
-    previous = {sig: signal.signal(sig, lambda signum, frame: p.send_signal(signum))
-                for sig in (signal.SIGTERM, signal.SIGUSR2)}
+    got: list[int] = []
+
+    def forward(signum, frame):
+        got.append(signum)
+        p.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGUSR2)}
     try:
         while True:
             try:
@@ -87,6 +92,10 @@ def _sweep_job(container: dict, run_dir: str) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if signal.SIGUSR2 in got and callable(previous[signal.SIGUSR2]):
+        # The job stopped cleanly, everything stored: now the launcher's own handler runs
+        # (submitit: requeue the job, up to hydra.launcher.max_num_timeout times).
+        previous[signal.SIGUSR2](signal.SIGUSR2, None)
     if code == 130:
         sys.exit(130)       # stopped: the rest of the sweep does not start
     if code != 0:
@@ -162,8 +171,21 @@ def _one_line_errors(func):
     except Exception as e:
         if _debug():
             raise
-        print(_describe(e), file=sys.stderr)
-        sys.exit(2)
+        slurm = _slurm_job_ended(e)
+        print(slurm or _describe(e), file=sys.stderr)
+        sys.exit(1 if slurm else 2)
+
+
+def _slurm_job_ended(e: Exception) -> str:
+    """A Slurm job (hydra/launcher=slurm) that ended without a result: cancelled, timed out,
+    failed. Its stored replies are kept; the same command (with only that job's overrides)
+    resumes it."""
+    name = type(e).__name__
+    if name not in ("UncompletedJobError", "FailedJobError") or "submitit" not in type(e).__module__:
+        return ""
+    first = " ".join(str(e).split())[:240]
+    return (f"[glan-local] a Slurm job ended without a result ({first}); what it stored is kept: submit the "
+            "same command again, with only that job's sweep values (e.g. shard.index=1), to resume it")
 
 
 _FIXES = (

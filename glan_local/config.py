@@ -294,13 +294,18 @@ def _model_name(path: Optional[str], default: str) -> str:
     return Path(str(path).rstrip("/")).name if path else default
 
 
+def _gpus(platform: str, tensor_parallel: int, pipeline_parallel: int) -> Optional[int]:
+    """GPUs a Slurm job asks for (conf/hydra/launcher/slurm.yaml): the model's, on the gpu platform."""
+    return int(tensor_parallel) * int(pipeline_parallel) if platform == "gpu" else None
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     # The top-level schema types every group option merged into it (model/, breadth/, ...).
     cs.store(name="glan_schema", node=GlanConfig)
     from omegaconf import OmegaConf
 
-    for name, fn in (("glan_platform", detect_platform), ("glan_model_name", _model_name)):
+    for name, fn in (("glan_platform", detect_platform), ("glan_model_name", _model_name), ("glan_gpus", _gpus)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

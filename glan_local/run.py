@@ -44,6 +44,8 @@ def _stop_on_signals() -> dict:
     got: dict = {}
 
     def handler(signum, frame):
+        if got:         # already stopping: Slurm signals every process of a job, and a sweep
+            return      # parent passes its signal on too, so the same stop may arrive twice
         got["signal"] = signal.Signals(signum).name
         raise KeyboardInterrupt
 

@@ -126,7 +126,12 @@ class SweepSummary(Callback):
             e = getattr(job_return, "_return_value", None)
             error = f"{type(e).__name__}: {e}" if isinstance(e, BaseException) else str(e or "")
         run_dir = config.get("out_dir") or str(job_dir)
-        rec = job_record(hc.job.get("num"), list(hc.overrides.task), str(run_dir), status, error)
+        # The job's own folder names it when hydra.sweep.subdir is not the job number (shard1):
+        # a job submitted again alone is job 0 of its own sweep, but still shard1.
+        sweep_dir = self.sweep_dir or Path(str(hc.sweep.dir))
+        sub = str(job_dir.relative_to(sweep_dir)) if job_dir.is_relative_to(sweep_dir) else ""
+        label = hc.job.get("num") if not sub or sub.isdigit() else sub
+        rec = job_record(label, list(hc.overrides.task), str(run_dir), status, error)
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
             _write(job_dir / JOB_FILE, json.dumps(rec, indent=1) + "\n")

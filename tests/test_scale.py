@@ -251,7 +251,12 @@ def test_slurm_launcher_config_composes_without_a_cluster(tmp_path):
                          f"taxonomy.file={tmp_path / 't.yaml'}", "hydra.launcher.partition=gpu")
     la = cfg.hydra.launcher
     assert la._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
-    assert (la.gpus_per_node, la.tasks_per_node, la.nodes, la.partition) == (8, 1, 1, "gpu")
+    # GPUs per job from the model preset on the gpu platform; none for the CPU build.
+    assert cfg.platform.name == "cpu" and (la.gpus_per_node, la.tasks_per_node, la.nodes, la.partition) == \
+        (None, 1, 1, "gpu")
+    for preset, gpus in (("llama-3.3-70b-instruct", 8), ("llama-3.3-70b-instruct-4gpu", 4), ("qwen2.5-7b-instruct", 1)):
+        assert _hydra_compose("hydra/launcher=slurm", "platform=gpu", f"model={preset}").hydra.launcher.gpus_per_node == gpus
+    assert la.name == "glan-local" and la.signal_delay_s > 0 and la.max_num_timeout > 0
     assert la.timeout_min > 0 and la.array_parallelism > 0 and la.mem_gb > 0 and la.cpus_per_task > 0
     assert cfg.shard.count == 4 and cfg.shard.index == 1
     assert cfg.hydra.callbacks.sweep_summary._target_ == "glan_local.sweep.SweepSummary"
