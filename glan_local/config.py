@@ -182,6 +182,11 @@ class DecontamMode(str, Enum):
     flag = "flag"
 
 
+class LanguageMode(str, Enum):
+    drop = "drop"
+    flag = "flag"
+
+
 @dataclass
 class DedupConfig:
     enabled: bool = True
@@ -234,11 +239,25 @@ class ReportConfig:
 
 
 @dataclass
+class LanguageCheckConfig:
+    enabled: bool = True
+    # drop: a row whose question or answer is in another language goes to quality/removed.jsonl
+    # (reason wrong-language); flag: it is kept, and a `wrong_language` column names the fields
+    # and the detected language ("answer:zh").
+    mode: LanguageMode = LanguageMode.drop
+    # Wrong when the detector (py3langid) is at least this sure a text is NOT in the expected
+    # language: see glan_local/quality/langcheck.py and scripts/language_accuracy.py.
+    min_confidence: float = 0.98
+    fields: list[str] = field(default_factory=lambda: ["question", "answer"])
+
+
+@dataclass
 class QualityConfig:
     enabled: bool = True              # false: the run ends after data/ as before
     out_dir: Optional[str] = None     # null: <run>/publish
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    language: LanguageCheckConfig = field(default_factory=LanguageCheckConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -430,6 +449,13 @@ def validate_quality(q: Any, prefix: str) -> None:
         raise ConfigError(f"{prefix}.decontam.min_overlap", f"{c.min_overlap} is outside (0, 1]", "use e.g. 0.5")
     if not c.fields:
         raise ConfigError(f"{prefix}.decontam.fields", "is empty", "name the checked columns, e.g. [question]")
+    lc = q.language
+    # At 0.5 or less, "at least this sure it is not language L" removes texts most likely in L.
+    if not 0.5 < lc.min_confidence <= 1.0:
+        raise ConfigError(f"{prefix}.language.min_confidence", f"{lc.min_confidence} is outside (0.5, 1]",
+                          "use e.g. 0.98 (how sure the detector must be that a text is not in the expected language)")
+    if not lc.fields:
+        raise ConfigError(f"{prefix}.language.fields", "is empty", "name the checked columns, e.g. [question, answer]")
     for key, paths in ((f"{prefix}.dedup.against", d.against), (f"{prefix}.decontam.benchmarks", c.benchmarks)):
         for p in paths:
             if not str(p).startswith("hub:") and not Path(p).expanduser().exists():

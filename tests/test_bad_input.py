@@ -230,6 +230,10 @@ CASES = [
      "overwrite=true", 2),
     ("benchmark", "config", "missing benchmark file", ["quality.decontam.benchmarks=[{w}/no-such-benchmark.jsonl]"],
      "quality.decontam.benchmarks", 2),
+    ("language-confidence", "config", "language check threshold out of range",
+     ["quality.language.min_confidence=0.3"], "quality.language.min_confidence", 2),
+    ("language-fields", "config", "language check with no columns", ["quality.language.fields=[]"],
+     "quality.language.fields", 2),
     ("model-missing", "model", "model.path does not exist", ["model.path={w}/no-such-model"], "model.path", 2),
     ("model-hub-id", "model", "hub id not in the local cache", ["model.path=nobody/no-such-model"],
      "huggingface-cli download", 2),
@@ -301,6 +305,29 @@ def test_a_run_directory_in_use_is_refused(world, record):
     assert p.returncode == 2 and "another glan-local run" in line and "out_dir" in line
     assert snapshot(world.run) == world.snap
     record("config", "out_dir used by a running glan-local", "(a second run on the same out_dir)", line, 2)
+
+
+def test_the_quality_command_names_a_bad_language_and_says_an_unknown_one_once(tmp_path, record):
+    """glan-local-quality --language: a code that is no language is refused; a language the
+    detector does not know is not an error, its rows are kept unchecked and it is said once."""
+    src = tmp_path / "mine.jsonl"
+    src.write_text("".join(json.dumps({"question": f"What is {i} plus {i}, and why does the order not matter?",
+                                       "answer": f"It is {2 * i}: addition is commutative, so a + b = b + a."}) + "\n"
+                           for i in range(3)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    quality = str(BIN.parent / "glan-local-quality")
+    p = subprocess.run([quality, str(src), "--language", "xx"], env=env, capture_output=True, text=True, timeout=300)
+    line = one_line(p)
+    assert p.returncode == 2 and line.startswith("config error: --language: 'xx'") and "Fix:" in line, line
+    assert not (tmp_path / "mine-publish").exists()
+    record("config", "bad `--language` of glan-local-quality", "glan-local-quality mine.jsonl --language xx", line, 2)
+    p = subprocess.run([quality, str(src), "-o", str(tmp_path / "pub"), "--language", "Klingon",
+                        "report.enabled=false"], env=env, capture_output=True, text=True, timeout=600)
+    said = [ln for ln in p.stderr.splitlines() if "does not know" in ln]
+    assert p.returncode == 0 and len(said) == 1 and "Klingon" in said[0], p.stderr[-3000:]
+    assert sum(1 for _ in open(tmp_path / "pub" / "data" / "train.jsonl")) == 3
+    record("config", "a language the detector does not know (not an error: its rows are kept unchecked)",
+           "glan-local-quality mine.jsonl --language Klingon", said[0].strip(), 0)
 
 
 def test_glan_debug_shows_the_traceback(world):

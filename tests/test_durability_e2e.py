@@ -92,8 +92,10 @@ def test_a_kill_during_model_load_leaves_no_engine_process(tmp_path):
     out = tmp_path / "run"
     log = tmp_path / "stderr.log"
     # verbose=true: vLLM's own logs are shown (quiet by default), which this test also checks.
-    p = subprocess.Popen([str(BIN / "glan-local"), *TINY, f"out_dir={out}", "verbose=true"], cwd=ROOT, env=env(),
-                         stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True)
+    # They go to stdout (VLLM_LOGGING_STREAM), unbuffered so that a SIGKILL loses none.
+    p = subprocess.Popen([str(BIN / "glan-local"), *TINY, f"out_dir={out}", "verbose=true"], cwd=ROOT,
+                         env=env(PYTHONUNBUFFERED="1"), stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                         start_new_session=True)
     try:
         main = psutil.Process(p.pid)
         deadline = time.monotonic() + 600

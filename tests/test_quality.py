@@ -292,6 +292,9 @@ def test_quality_command_on_a_user_jsonl(tmp_path):
     ("quality.judge.min_score=6", "quality.judge.min_score"),
     ("quality.publish.heldout_per_discipline=-1", "quality.publish.heldout_per_discipline"),
     ("quality.publish.push_to_hub=noslash", "quality.publish.push_to_hub"),
+    ("quality.language.min_confidence=0.3", "quality.language.min_confidence"),
+    ("quality.language.min_confidence=1.5", "quality.language.min_confidence"),
+    ("quality.language.fields=[]", "quality.language.fields"),
 ])
 def test_quality_validation_names_the_key(compose, override, key):
     with pytest.raises(ConfigError) as e:
@@ -303,6 +306,7 @@ def test_quality_defaults():
     q = QualityConfig()
     assert q.dedup.enabled and not q.decontam.benchmarks and not q.judge.enabled and q.report.enabled
     assert q.publish.heldout_per_discipline == 0 and q.publish.push_to_hub is None and q.decontam.ngram == 8
+    assert q.language.enabled and q.language.mode == "drop" and q.language.min_confidence == 0.98
 
 
 # --- with a run (FAKE engine) -----------------------------------------------------------------------

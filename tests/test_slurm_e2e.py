@@ -9,6 +9,9 @@ embedded teacher, and `glan-local -m hydra/launcher=slurm ...` exactly as a user
      command and only its index: it resumes from its reply store;
   3. glan-local-merge + glan-local-verify on the merged run;
   4. the merged dataset equals an unsharded run of the same config, run directly (no Slurm).
+     Every job shares one cache_dir, as the README suggests for sweeps, so the unsharded run
+     asks the same requests and finds their replies there: what is compared is the tree walk,
+     the shard split and the merge, not the teacher's speed.
 
 Slow (four short runs of the teacher): pytest tests/test_slurm_e2e.py -s"""
 import json
@@ -93,6 +96,16 @@ def wait_until(what: str, cond, timeout: float, poll: float = 0.5):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def reaches(cluster, job: str, state: str, timeout: float = 60) -> bool:
+    """Whether sacct shows the job in `state` within `timeout`: submitit returns once the job's
+    result file is written, a moment before the job itself ends and its state is accounted."""
+    try:
+        wait_until(f"job {job} to be {state} in sacct", lambda: cluster.state(job) == state, timeout, 1)
+        return True
+    except AssertionError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def recipe(slurm_cluster, tmp_path_factory):  # noqa: F811
     yield {"S": tmp_path_factory.mktemp("slurm"), "cluster": slurm_cluster}
@@ -121,7 +134,8 @@ def shards(recipe, taxonomy_job):
     submitted again with only its index, as the README says."""
     S, cluster = recipe["S"], recipe["cluster"]
     tax = taxonomy_job[0] / "0" / "taxonomy.yaml"
-    fan_out = [*launcher(cluster), f"taxonomy.file={tax}", "shard.count=2", f"hydra.sweep.dir={S}/shards",
+    fan_out = [*launcher(cluster), f"taxonomy.file={tax}", "shard.count=2", f"cache_dir={S}/cache",
+               f"hydra.sweep.dir={S}/shards",
                "hydra.sweep.subdir=shard${shard.index}"]
     t0 = time.monotonic()
     first = submit(S / "logs/shards", *fan_out, "shard.index=0,1", "hydra.launcher.array_parallelism=1")
@@ -137,7 +151,7 @@ def shards(recipe, taxonomy_job):
     shard1 = S / "shards" / "shard1"
     before = wait_until("shard 1 to store a syllabus reply", lambda: stored(shard1, "syllabus") and len(stored(shard1)),
                         1500, 0.2)
-    assert cluster.state(ids[0]) == "COMPLETED", cluster.sacct(*ids)
+    assert reaches(cluster, ids[0], "COMPLETED"), cluster.sacct(*ids)
     assert cluster.state(ids[1]) == "RUNNING", cluster.sacct(*ids)
     cluster.run("scancel", ids[1])
     t_cancel = time.monotonic()
@@ -155,7 +169,7 @@ def shards(recipe, taxonomy_job):
     TIMINGS["first submission noticed the cancel after"] = time.monotonic() - t_cancel
     assert first_code != 0, first_log[-3000:]        # its array had a cancelled task
     resubmitted = [i for i in job_ids(S / "shards") if i not in ids]
-    assert len(resubmitted) == 1 and cluster.state(resubmitted[0]) == "COMPLETED", cluster.sacct()
+    assert len(resubmitted) == 1 and reaches(cluster, resubmitted[0], "COMPLETED"), cluster.sacct()
     summary = json.loads((shard1 / "summary.json").read_text())
     assert summary["totals"]["from_store"] > 0, summary["totals"]
     print(f"\n[slurm] jobs {ids} then {resubmitted}: shard 1 cancelled with {kept} replies stored, "
@@ -170,7 +184,7 @@ def test_taxonomy_is_one_slurm_job_seen_by_sacct(recipe, taxonomy_job):
     cluster = recipe["cluster"]
     ids = job_ids(sweep)
     assert len(ids) == 1, ids
-    assert cluster.state(ids[0]) == "COMPLETED", cluster.sacct()
+    assert reaches(cluster, ids[0], "COMPLETED"), cluster.sacct()
     assert (sweep / "0" / "taxonomy.yaml").exists()
     assert not (sweep / "0" / "data").exists()      # review: stops after the taxonomy
     jobs = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
@@ -197,10 +211,14 @@ def test_merged_shards_verify_and_equal_the_unsharded_run(shards, recipe):
     TIMINGS["merge + verify"] = time.monotonic() - t0
 
     t0 = time.monotonic()
-    run_glan(S / "full", f"taxonomy.file={shards['tax']}", args=SMALL)      # directly, no Slurm
+    run_glan(S / "full", f"taxonomy.file={shards['tax']}", f"cache_dir={S}/cache", args=SMALL)   # directly, no Slurm
     TIMINGS["unsharded run (direct)"] = time.monotonic() - t0
     for name in COMPARED:
         assert (S / "merged" / name).read_bytes() == (S / "full" / name).read_bytes(), name
     full = json.loads((S / "full/summary.json").read_text())
     merged = json.loads((S / "merged/summary.json").read_text())
     assert merged["rows"] == full["rows"] > 0
+    # The unsharded run asked what the shards asked: its replies came from their cache.
+    assert full["totals"]["from_cache"] > 0, full["totals"]
+    print(f"\n[slurm] unsharded run: {full['totals']['from_cache']} replies from the shards' cache, "
+          f"{full['totals']['generated']} generated")

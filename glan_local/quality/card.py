@@ -6,12 +6,12 @@ points each split at data/<split>-* so `load_dataset(<folder or repo>)` finds th
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Optional
 
 import yaml
 
 from .runinfo import RunInfo
+from .stats import Published
 
 # The hub wants ISO 639-1 codes; the run's `language` is a name given to the teacher.
 LANG_CODES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", "italian": "it",
@@ -26,8 +26,10 @@ def size_category(n: int) -> str:
     return next((label for limit, label in bounds if n < limit), "100M<n<1B")
 
 
-def header(splits: dict[str, int], languages: list[str], license: Optional[str], pretty_name: str) -> dict:
-    codes = sorted({LANG_CODES[lang.strip().lower()] for lang in languages if lang.strip().lower() in LANG_CODES})
+def header(splits: dict[str, int], languages: list[str], license: Optional[str], pretty_name: str,
+           codes: Optional[set[str]] = None) -> dict:
+    codes = sorted({LANG_CODES[lang.strip().lower()] for lang in languages if lang.strip().lower() in LANG_CODES}
+                   | set(codes or ()))
     h: dict[str, Any] = {"license": license or "other"}
     if codes:
         h["language"] = codes
@@ -48,16 +50,16 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render(*, splits: dict[str, int], columns: list[str], rows: list[dict], info: RunInfo, quality: dict,
+def render(*, splits: dict[str, int], columns: list[str], stats: Published, info: RunInfo, quality: dict,
            license: Optional[str], pretty_name: Optional[str], source: str, command: str) -> str:
     cfg = info.config
     teacher = (info.summary.get("model") or {}).get("name") or cfg.get("model", {}).get("name") \
-        or ", ".join(sorted({str(r["model"]) for r in rows if r.get("model")})) or "unknown"
+        or ", ".join(sorted(stats.models)) or "unknown"
     breadth = cfg.get("breadth", {}).get("name")
     name = pretty_name or f"GLAN-local: {teacher}" + (f" ({breadth})" if breadth else "")
-    languages = sorted({str(r["language"]) for r in rows if r.get("language")}) or \
-        ([cfg["language"]] if cfg.get("language") else [])
-    head = yaml.safe_dump(header(splits, languages, license, name), sort_keys=False, allow_unicode=True)
+    languages = sorted(stats.languages) or ([cfg["language"]] if cfg.get("language") else [])
+    head = yaml.safe_dump(header(splits, languages, license, name, stats.language_codes), sort_keys=False,
+                          allow_unicode=True)
     out = [f"---\n{head}---\n", f"# {name}\n",
            "Synthetic instruction-tuning data (question-answer pairs) generated locally with "
            "glan-local following GLAN (Li et al. 2024, \"Synthetic Data (Almost) from "
@@ -84,9 +86,8 @@ def render(*, splits: dict[str, int], columns: list[str], rows: list[dict], info
                "ready for TRL's `SFTTrainer`.\n")
 
     out.append("## Taxonomy coverage\n")
-    per_disc = Counter((r.get("field"), r.get("subfield"), r.get("discipline")) for r in rows)
-    subj = Counter((r.get("field"), r.get("subfield"), r.get("discipline")) for r in
-                   {(r.get("field"), r.get("subfield"), r.get("discipline"), r.get("subject")): r for r in rows}.values())
+    per_disc = stats.per_disc
+    subj = stats.subjects_per_discipline(full=True)
     taxo = [(d.get("field"), d.get("subfield"), d.get("discipline")) for d in info.disciplines] or sorted(per_disc)
     fields = {t[0] for t in taxo}
     out.append(f"{len(fields)} fields, {len({t[:2] for t in taxo})} sub-fields, {len(taxo)} disciplines"
@@ -95,6 +96,14 @@ def render(*, splits: dict[str, int], columns: list[str], rows: list[dict], info
                       [[*t, subj.get(t, 0), per_disc.get(t, 0)] for t in taxo[:200]]) + "\n")
     if len(taxo) > 200:
         out.append(f"(first 200 of {len(taxo)} disciplines; the report lists all counts)\n")
+    cov = quality.get("coverage") or {}
+    if cov.get("basis") == "planned":
+        under = [u for u in cov.get("under_producing", []) if u["level"] == "discipline"]
+        out.append(f"Planned: {cov['planned_per_discipline']} rows per discipline (an upper bound from the breadth); "
+                   f"{len(under)} of {len(cov.get('disciplines', []))} disciplines published less than "
+                   f"{cov['under_threshold']:.0%} of that" + (f", the fewest: {_branch(under[0])} "
+                                                             f"({under[0]['published']} rows)" if under else "")
+                   + ". The report has every branch's figures.\n")
 
     if info.summary.get("levels"):
         out.append("## Generation, per level\n")
@@ -113,6 +122,18 @@ def render(*, splits: dict[str, int], columns: list[str], rows: list[dict], info
                    f"within: {d['counts']['exact']} exact, {d['counts']['near']} near; against earlier datasets "
                    f"({', '.join(d['against']) or 'none'}): {d['counts']['exact_earlier']} exact, "
                    f"{d['counts']['near_earlier']} near.")
+    lg = quality.get("language") or {}
+    if lg.get("note"):
+        out.append(f"- language check: {lg['note']}.")
+    elif lg:
+        exp = ", ".join(f"{k} ({v} rows)" for k, v in lg["expected"].items()) or "none"
+        found = ", ".join(f"{k} {v}" for k, v in lg["detected"].items())
+        out.append(f"- language check ({lg['mode']}, {lg['detector']}) of {', '.join(lg['fields'])} against {exp}: "
+                   f"{lg['wrong']} rows in another language" + (f" (detected: {found})" if found else "")
+                   + f"; wrong when the detector is at least {lg['min_confidence']} sure a text is not in the "
+                   "expected language; texts too short to tell are kept.")
+        for nm, n in lg["not_checked"].items():
+            out.append(f"  - not checked: {n} rows in {nm} (a language the detector does not know)")
     c = quality.get("decontam")
     if c:
         out.append(f"- decontamination ({c['mode']}) on {c['fields']}: {c['ngram']}-gram overlap >= "
@@ -155,3 +176,7 @@ def render(*, splits: dict[str, int], columns: list[str], rows: list[dict], info
     out.append("Every question and answer is model-generated and unreviewed unless stated above; answers can be "
                "wrong. Quality depends on the teacher: data from a very small teacher is for testing pipelines.\n")
     return "\n".join(out)
+
+
+def _branch(e: dict) -> str:
+    return " / ".join(str(e[k]) for k in ("field", "subfield", "discipline") if e.get(k)) or str(e.get("id"))

@@ -44,13 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="glan-local-quality",
         description="Dedup, decontaminate, export (parquet + JSONL + dataset card) and report a GLAN dataset.",
         epilog="Options: quality keys as key=value, e.g. dedup.threshold=0.9 decontam.benchmarks=[b.jsonl] "
-               "decontam.mode=flag publish.heldout_per_discipline=50 publish.push_to_hub=me/my-glan report.embeddings=false")
+               "decontam.mode=flag language.mode=flag publish.heldout_per_discipline=50 publish.push_to_hub=me/my-glan "
+               "report.embeddings=false")
     ap.add_argument("input", help="a glan-local run directory, or a JSONL/JSON/parquet file or folder")
     ap.add_argument("options", nargs="*", help="quality settings as key=value (see conf/config.yaml)")
     ap.add_argument("-o", "--out", help="output folder (default: <run>/publish, or <input>-publish)")
     ap.add_argument("--seed", type=int, default=None, help="seed of the held-out draw (default: the run's, else 0)")
     ap.add_argument("--question-field", default="question", help="column holding the question (renamed to question)")
     ap.add_argument("--answer-field", default="answer", help="column holding the answer (renamed to answer)")
+    ap.add_argument("--language", help="language the rows must be in, a name or ISO code (default: each row's "
+                                       "language_code column, else the run's language); see language.* options")
     args = ap.parse_intermixed_args(argv)   # options may come before or after key=value settings
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")    # loading local files never needs the hub
 
@@ -65,10 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         q = load_config(args.options, run_cfg.get("quality"))
         seed = args.seed if args.seed is not None else int(run_cfg.get("seed") or 0)
         preflight(q)
+        if args.language:
+            from ..language import resolve
+
+            try:
+                resolve(args.language)
+            except ConfigError as e:
+                raise ConfigError("--language", f"'{args.language}' is not an ISO 639 language code",
+                                  "use a code such as en, ko, hu, or a language name") from e
         out = Path(args.out) if args.out else (src / "publish" if run else src.with_name(src.stem + "-publish"))
         run_quality(q, out, run_dir=src if run else None, source=None if run else str(src), seed=seed,
                     say=lambda m: print(f"[glan-local-quality] {m}", file=sys.stderr, flush=True),
-                    question_field=args.question_field, answer_field=args.answer_field,
+                    question_field=args.question_field, answer_field=args.answer_field, language=args.language,
                     command="glan-local-quality " + shlex.join(argv if argv is not None else sys.argv[1:]))
     except ConfigError as e:
         print(str(e), file=sys.stderr)

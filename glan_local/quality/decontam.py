@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .rows import detect_fields, load_rows
 from .text import flatten, joined, ngrams, words
@@ -85,33 +85,49 @@ class DecontamResult:
     per_benchmark: dict
 
 
-def decontaminate(rows: list[dict], cfg: Any, say=None) -> DecontamResult:
-    """cfg is a DecontamConfig. mode=flag keeps every row and fills a `contamination` column."""
-    mode = getattr(cfg.mode, "value", cfg.mode)
-    per: dict[str, dict] = {}
-    benches = []
-    for src, name in zip(cfg.benchmarks, benchmark_names(list(cfg.benchmarks))):
-        b = load_benchmark(src, name, list(cfg.benchmark_fields), cfg.ngram)
-        benches.append(b)
-        per[name] = {"source": src, "fields": b.fields, "items": b.items, "hits": 0}
-        if say:
-            say(f"decontamination: {name}: {b.items} items, fields {b.fields}")
-    kept, removed = [], []
-    for r in rows:
-        found = []
-        for b in benches:
+class Decontaminator:
+    """cfg is a DecontamConfig. One row at a time; mode=flag keeps every row and fills a
+    `contamination` column."""
+    name = "decontam"
+
+    def __init__(self, cfg: Any, say=None):
+        self.cfg, self.mode = cfg, getattr(cfg.mode, "value", cfg.mode)
+        self.adds = "contamination" if self.mode == "flag" else None
+        self.per: dict[str, dict] = {}
+        self.benches = []
+        for src, name in zip(cfg.benchmarks, benchmark_names(list(cfg.benchmarks))):
+            b = load_benchmark(src, name, list(cfg.benchmark_fields), cfg.ngram)
+            self.benches.append(b)
+            self.per[name] = {"source": src, "fields": b.fields, "items": b.items, "hits": 0}
+            if say:
+                say(f"decontamination: {name}: {b.items} items, fields {b.fields}")
+
+    def check(self, r: dict) -> tuple[dict, Optional[dict]]:
+        """(the row, possibly flagged; its removal record or None)."""
+        cfg, found = self.cfg, []
+        for b in self.benches:
             for f in cfg.fields:
                 found += [{**h, "our_field": f} for h in hits(joined(r, [f]), b, cfg.ngram, cfg.min_overlap)]
         found.sort(key=lambda h: -h["overlap"])
         names = sorted({h["benchmark"] for h in found})
         for nm in names:
-            per[nm]["hits"] += 1
-        if mode == "flag":
-            kept.append({**r, "contamination": ",".join(names)})
-        elif found:
+            self.per[nm]["hits"] += 1
+        if self.mode == "flag":
+            return {**r, "contamination": ",".join(names)}, None
+        if found:
             top = found[0]
-            removed.append({"reason": "contaminated", "benchmark": top["benchmark"], "benchmark_item": top["item"],
-                            "similarity": top["overlap"], "detail": found[:5], "row": r})
+            return r, {"reason": "contaminated", "benchmark": top["benchmark"], "benchmark_item": top["item"],
+                       "similarity": top["overlap"], "detail": found[:5], "row": r}
+        return r, None
+
+
+def decontaminate(rows: list[dict], cfg: Any, say=None) -> DecontamResult:
+    d = Decontaminator(cfg, say)
+    kept, removed = [], []
+    for r in rows:
+        r, gone = d.check(r)
+        if gone:
+            removed.append(gone)
         else:
             kept.append(r)
-    return DecontamResult(kept, removed, per)
+    return DecontamResult(kept, removed, d.per)

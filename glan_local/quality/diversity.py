@@ -61,12 +61,15 @@ def mean_pairwise_cosine(texts: list[str], sample: int, seed: int = 0) -> dict:
     return {"value": round(value, 4), "n": n, "model": "all-MiniLM-L6-v2", "note": ""}
 
 
-def diversity(texts: list[str], embeddings: bool, sample: int, seed: int = 0) -> dict:
+def diversity(texts: list[str], embed_texts: list[str], embeddings: bool) -> dict:
+    """texts: the questions distinct-n is measured on (all, or a sample of a large dataset);
+    embed_texts: those embedded (already sampled to quality.report.embedding_sample)."""
     out = {f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)}
+    out["distinct_over"] = len(texts)
     if not embeddings:
         out["embedding"] = {"value": None, "note": "not computed: quality.report.embeddings=false"}
     elif (why := embedding_status()) is not None:
         out["embedding"] = {"value": None, "note": why}
     else:
-        out["embedding"] = mean_pairwise_cosine(texts, sample, seed)
+        out["embedding"] = mean_pairwise_cosine(embed_texts, max(len(embed_texts), 1))
     return out

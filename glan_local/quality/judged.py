@@ -3,30 +3,44 @@ below quality.judge.min_score on any criterion, or that the judge failed to grad
 (to quality/removed.jsonl, with its scores, so a threshold can be revisited without a rerun)."""
 from __future__ import annotations
 
+from typing import Iterable, Optional
+
 from ..levels.judge import SCORES
 
 COLUMNS = tuple(f"judge_{k}" for k in SCORES)
 
 
-def has_scores(rows: list[dict]) -> bool:
+def has_scores(rows: Iterable[dict]) -> bool:
     return any(COLUMNS[0] in r for r in rows)
 
 
-def apply_threshold(rows: list[dict], min_score: int) -> tuple[list[dict], list[dict], dict]:
-    kept, removed = [], []
-    for r in rows:
+class Threshold:
+    """One row at a time; counts every graded row's scores, kept or not (the report shows what
+    the threshold cut)."""
+    name = "judge"
+    adds = None          # no column of its own
+
+    def __init__(self, min_score: int):
+        self.min_score = min_score
+        self.dist = {c: {str(k): 0 for k in range(1, 6)} for c in COLUMNS}
+        self.graded = self.below = self.unscored = 0
+
+    def check(self, r: dict) -> tuple[dict, Optional[dict]]:
+        """(the row; None if it is kept, else its removal record)."""
         scores = [r.get(c) for c in COLUMNS]
+        for c, s in zip(COLUMNS, scores):
+            for k in range(1, 6):
+                self.dist[c][str(k)] += s == k
+        self.graded += scores[0] is not None
         if any(s is None for s in scores):
-            removed.append({"reason": "judge-unscored", "row": r})
-        elif min(scores) < min_score:
-            low = [c for c, s in zip(COLUMNS, scores) if s < min_score]
-            removed.append({"reason": "judge-below-threshold", "detail": low, "row": r})
-        else:
-            kept.append(r)
-    # Every graded row's scores, kept or not: the report shows what the threshold cut.
-    dist = {c: {str(k): sum(1 for r in rows if r.get(c) == k) for k in range(1, 6)} for c in COLUMNS}
-    counts = {"min_score": min_score, "graded": sum(1 for r in rows if r.get(COLUMNS[0]) is not None),
-              "scores": dist,
-              "below_threshold": sum(1 for x in removed if x["reason"] == "judge-below-threshold"),
-              "unscored": sum(1 for x in removed if x["reason"] == "judge-unscored")}
-    return kept, removed, counts
+            self.unscored += 1
+            return r, {"reason": "judge-unscored", "row": r}
+        if min(scores) < self.min_score:
+            self.below += 1
+            return r, {"reason": "judge-below-threshold", "detail": [c for c, s in zip(COLUMNS, scores)
+                                                                    if s < self.min_score], "row": r}
+        return r, None
+
+    def figures(self) -> dict:
+        return {"min_score": self.min_score, "graded": self.graded, "scores": self.dist,
+                "below_threshold": self.below, "unscored": self.unscored}

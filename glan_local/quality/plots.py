@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections import Counter
+from typing import Optional
 
 import matplotlib
 
@@ -75,16 +76,18 @@ def hists(series: list[tuple[str, list[float]]], xlabel: str, integer: bool = Fa
     return _png(fig)
 
 
-def stacked(levels: list[str], by_reason: dict[str, list[int]], title: str) -> str:
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
+def stacked(levels: list[str], by_reason: dict[str, list[int]], title: str,
+            xlabel: str = "requests that failed every attempt", legend: Optional[str] = "last reason") -> str:
+    levels = [_short(x) for x in levels]
+    fig, ax = plt.subplots(figsize=(7.5, max(3.2, 0.9 + 0.28 * len(levels))))
     left = [0] * len(levels)
     for reason, counts in by_reason.items():
         ax.barh(levels, counts, left=left, label=_short(reason, 40))
         left = [a + b for a, b in zip(left, counts)]
     ax.invert_yaxis()
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("requests that failed every attempt")
+    ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0, max(left + [1]) * 1.08)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="last reason", title_fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=legend, title_fontsize=8)
     return _png(fig)

@@ -1,5 +1,6 @@
 """report/index.html: one self-contained page per dataset (charts embedded as PNG), for a
-person to judge a run at a glance: coverage, shapes, failures, removals, speed, diversity."""
+person to judge a run at a glance: coverage, the branches that under-produce, shapes, failures,
+removals, speed, diversity. It reads counts (stats.Published, the figures), never the rows."""
 from __future__ import annotations
 
 import html
@@ -10,7 +11,9 @@ from typing import Optional
 from . import plots
 from .judged import COLUMNS as JUDGE_COLUMNS
 from .runinfo import RunInfo
-from .text import words
+from .stats import Published
+
+MAX_TABLE = 300    # discipline rows in a table; the rest are in quality/summary.json
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -38,18 +41,17 @@ def _table(head: Optional[list[str]], rows: list[list]) -> str:
     return f"<table>{th}{body}</table>"
 
 
-def _coverage(rows: list[dict], info: RunInfo) -> list[str]:
+def _coverage(st: Published, info: RunInfo) -> list[str]:
     out = ["<h2>Coverage</h2>"]
-    if not any(r.get("discipline") for r in rows):
+    if not st.has_discipline:
         return out + [_note("no field/discipline columns in these rows")]
-    out.append(_img(plots.barh(Counter(str(r.get("field")) for r in rows), "Rows per field", "rows"), "rows per field"))
-    out.append(_img(plots.barh(Counter(str(r.get("discipline")) for r in rows), "Rows per discipline", "rows"),
-                    "rows per discipline"))
+    out.append(_img(plots.barh(st.fields, "Rows per field", "rows"), "rows per field"))
+    out.append(_img(plots.barh(st.disciplines, "Rows per discipline", "rows"), "rows per discipline"))
     if info.subjects:
         subj = Counter(str(s.get("discipline")) for s in info.subjects)
         src = "subjects generated (levels/subjects.jsonl)"
     else:
-        subj = Counter(str(d) for d, _ in {(r.get("discipline"), r.get("subject")) for r in rows})
+        subj = st.subjects_per_discipline(full=False)
         src = "distinct subjects among the rows"
     out.append(_img(plots.barh(subj, f"Subjects per discipline: {src}", "subjects"), "subjects per discipline"))
     if info.syllabi:
@@ -60,20 +62,82 @@ def _coverage(rows: list[dict], info: RunInfo) -> list[str]:
     return out
 
 
-def _shapes(rows: list[dict]) -> list[str]:
+def _shapes(st: Published) -> list[str]:
     out = ["<h2>Questions and answers</h2>"]
-    q = [len(words(str(r.get("question") or ""))) for r in rows]
-    a = [len(words(str(r.get("answer") or ""))) for r in rows if r.get("answer") is not None]
-    out.append(_img(plots.hists([("Question length", q), ("Answer length", a)], "words"), "length distributions"))
-    if any(r.get("strategy") for r in rows):
-        strat = Counter(str(r.get("strategy")) for r in rows)
+    out.append(_img(plots.hists([("Question length", list(st.q_len)), ("Answer length", list(st.a_len))], "words"),
+                    "length distributions"))
+    if st.has_strategy:
+        strat = st.strategy
         total = sum(strat.values())
         labels = sorted(strat)
         out.append(_img(plots.bars(labels, [round(100 * strat[k] / total, 1) for k in labels],
                                    "Questions by strategy (% of rows)", "% of rows"), "strategy share"))
-    if any(r.get("key_concepts") for r in rows):
-        out.append(_img(plots.hists([("Key concepts per question", [len(r.get("key_concepts") or []) for r in rows])],
-                                    "concepts", integer=True), "concepts per question"))
+    if st.has_concepts:
+        out.append(_img(plots.hists([("Key concepts per question", list(st.concepts))], "concepts", integer=True),
+                        "concepts per question"))
+    return out
+
+
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def _failed(d: dict) -> str:
+    return "; ".join(f"{lv}: {_counts(c)}" for lv, c in d.items()) or "-"
+
+
+def _name(e: dict) -> str:
+    return " / ".join(str(e[k]) for k in ("field", "subfield", "discipline") if e.get(k)) or f"node {e.get('id')}"
+
+
+def _branches(cov: dict) -> list[str]:
+    return ['<section id="coverage-per-branch">', *_branch_parts(cov), "</section>"]
+
+
+def _branch_parts(cov: dict) -> list[str]:
+    out = ["<h2>Coverage per branch</h2>"]
+    if not cov or not cov.get("disciplines"):
+        return out + [_note("no field/discipline columns in these rows")]
+    basis = cov["basis"]
+    if basis == "planned":
+        out.append(_note(f"planned: {cov['planned_per_discipline']} rows per discipline, from the breadth (an upper "
+                         "bound: subjects merged as duplicates and syllabi with few concept combinations lower it); "
+                         "share: published / planned"))
+    else:
+        out.append(_note("no plan known (not a run directory): share is published / produced"))
+    fields = cov["fields"][: plots.MAX_BARS]
+    parts = {"published": [f["published"] for f in fields],
+             "removed": [f["produced"] - f["published"] for f in fields]}
+    title = "Rows per field: published, removed by the quality step"
+    if basis == "planned":
+        parts["not produced"] = [max(0, (f["planned"] or 0) - f["produced"]) for f in fields]
+        title += ", planned but not produced"
+    out.append(_img(plots.stacked([_name(f) for f in fields], parts, title, xlabel="rows", legend=None),
+                    "rows per field against the plan"))
+    under = cov.get("under_producing", [])
+    out.append(f"<h3>Under-producing branches: share below {cov['under_threshold']:.0%}, worst first</h3>")
+    if under:
+        out.append(_table(["level", "branch", "planned", "produced", "published", "share"],
+                          [[u["level"], _name(u), u["planned"] if u["planned"] is not None else "-", u["produced"],
+                            u["published"], f"{u['share']:.0%}"] for u in under[:MAX_TABLE]]))
+    else:
+        out.append(_note("none"))
+    head = ["branch", "planned", "produced", "published", "share", "removed", "failed requests", "judge (mean)"]
+
+    def row(e):
+        judge = ", ".join(f"{k} {v}" for k, v in (e.get("judge") or {}).items()) or "-"
+        return [_name(e), e["planned"] if e["planned"] is not None else "-", e["produced"], e["published"],
+                f"{e['share']:.0%}", _counts(e["removed"]), _failed(e["failed"]), judge]
+    out.append("<h3>Per field</h3>")
+    out.append(_table(head, [row(f) for f in cov["fields"]]))
+    disc = cov["disciplines"]
+    out.append("<h3>Per discipline</h3>")
+    out.append(_table(head, [row(d) for d in disc[:MAX_TABLE]]))
+    if len(disc) > MAX_TABLE:
+        out.append(_note(f"first {MAX_TABLE} of {len(disc)} disciplines; all are in quality/summary.json"))
+    if cov.get("failed_outside_fields"):
+        out.append(_note("failed above every field (the taxonomy's first request): "
+                         + _failed(cov["failed_outside_fields"])))
     return out
 
 
@@ -98,7 +162,24 @@ def _generation(info: RunInfo) -> list[str]:
     return out
 
 
-def _quality(rows: list[dict], quality: dict) -> list[str]:
+def _language(lg: dict) -> list[str]:
+    if not lg:
+        return []
+    if lg.get("note"):
+        return [_note(f"language check: {lg['note']}")]
+    out = [f"<p>Language check ({_e(lg['mode'])}, {_e(lg['detector'])}) of {_e(', '.join(lg['fields']))}: a text is "
+           f"in the wrong language when the detector is at least {lg['min_confidence']} sure it is not in the "
+           f"expected one.</p>"]
+    rows = [["rows checked, by expected language", _counts(lg["expected"])],
+            ["rows in another language", lg["wrong"]],
+            ["their detected language", _counts(lg["detected"])],
+            ["wrong, per column", _counts(lg["by_field"])],
+            ["texts too short or not prose (kept)", _counts(lg["not_judged"])]]
+    rows += [[f"not checked: {k} (unknown to the detector)", v] for k, v in lg["not_checked"].items()]
+    return out + [_table(None, rows)]
+
+
+def _quality(quality: dict) -> list[str]:
     out = ["<h2>Removals</h2>"]
     removed = quality.get("removed", {})
     if removed:
@@ -114,6 +195,7 @@ def _quality(rows: list[dict], quality: dict) -> list[str]:
                            [f"near (MinHash Jaccard >= {d['threshold']})", c["near"], c["near_earlier"]]]))
     else:
         out.append(_note("dedup: off"))
+    out += _language(quality.get("language") or {})
     dc = quality.get("decontam")
     if dc:
         out.append(f"<p>Decontamination ({_e(dc['mode'])}): {dc['ngram']}-gram overlap, hit when at least "
@@ -135,7 +217,7 @@ def _quality(rows: list[dict], quality: dict) -> list[str]:
     return out
 
 
-def _diversity(div: dict) -> list[str]:
+def _diversity(div: dict, published: int) -> list[str]:
     out = ["<h2>Diversity of questions</h2>"]
     emb = div.get("embedding") or {}
     val = emb.get("value")
@@ -145,14 +227,15 @@ def _diversity(div: dict) -> list[str]:
          f"{val} over {emb.get('n')} questions" if val is not None else "-"]]))
     if val is None and emb.get("note"):
         out.append(_note(f"embedding similarity {emb['note']}"))
-    out.append(_note("distinct-n: distinct word n-grams / all word n-grams over all questions"))
+    n = div.get("distinct_over")
+    out.append(_note("distinct-n: distinct word n-grams / all word n-grams over "
+                     + (f"a seeded sample of {n} questions" if n and n < published else "all questions")))
     return out
 
 
-def _samples(rows: list[dict], k: int = 5) -> list[str]:
+def _samples(rows: list[dict]) -> list[str]:
     out = ["<h2>Samples</h2>"]
-    step = max(1, len(rows) // k)
-    for r in rows[::step][:k]:
+    for r in rows:
         where = " / ".join(str(r[c]) for c in ("discipline", "subject") if r.get(c))
         q, a = str(r.get("question", "")), str(r.get("answer", ""))
         out.append(f"<p><b>{_e(r.get('id', ''))}</b> {_e(where)}</p>"
@@ -160,7 +243,7 @@ def _samples(rows: list[dict], k: int = 5) -> list[str]:
     return out
 
 
-def write(out_dir: Path, rows: list[dict], info: RunInfo, quality: dict, title: Optional[str] = None) -> Path:
+def write(out_dir: Path, st: Published, info: RunInfo, quality: dict, title: Optional[str] = None) -> Path:
     splits = quality.get("rows", {})
     overview = [["source", quality.get("source", "")], ["rows in", quality.get("input_rows", 0)]]
     overview += [[f"published: {s}", n] for s, n in splits.items()]
@@ -170,8 +253,8 @@ def write(out_dir: Path, rows: list[dict], info: RunInfo, quality: dict, title: 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title or 'glan-local report')}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>{_e(title or 'glan-local dataset report')}</h1>",
              _table(None, overview)]
-    parts += _coverage(rows, info) + _shapes(rows) + _generation(info) + _quality(rows, quality)
-    parts += _diversity(quality.get("diversity") or {}) + _samples(rows)
+    parts += _coverage(st, info) + _branches(quality.get("coverage") or {}) + _shapes(st) + _generation(info)
+    parts += _quality(quality) + _diversity(quality.get("diversity") or {}, st.n) + _samples(st.samples())
     parts.append("</body></html>")
     d = out_dir / "report"
     d.mkdir(parents=True, exist_ok=True)

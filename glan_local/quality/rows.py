@@ -4,8 +4,9 @@ nothing here downloads otherwise)."""
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
 # Columns that hold the prompt in common benchmark and instruction formats, in preference order.
 TEXT_FIELDS = ("question", "prompt", "problem", "input", "text", "instruction")
@@ -15,41 +16,66 @@ def is_run_dir(p: Path) -> bool:
     return p.is_dir() and (p / "levels").is_dir()
 
 
-def _read_file(f: Path) -> list[dict]:
+BATCH = 1000    # rows decoded at once from parquet and `datasets` folders
+
+
+def _read_file(f: Path) -> Iterator[dict]:
     name = f.name.lower()
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return pq.read_table(f).to_pylist()
-    text = f.read_text(encoding="utf-8")
-    if name.endswith(".json") and text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH):
+            yield from batch.to_pylist()
+        return
+    with open(f, encoding="utf-8") as fh:
+        first = fh.read(4096)
+        fh.seek(0)
+        if name.endswith(".json") and first.lstrip().startswith("["):
+            yield from json.load(fh)        # a JSON array has to be read whole
+            return
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
 
 
-def _from_datasets(obj) -> list[dict]:
+def _from_datasets(obj) -> Iterator[dict]:
     # A DatasetDict: every split, since a benchmark's train and test both count as seen.
-    if hasattr(obj, "values") and not hasattr(obj, "to_list"):
-        return [r for split in obj.values() for r in split.to_list()]
-    return obj.to_list()
+    for split in (obj.values() if hasattr(obj, "values") and not hasattr(obj, "to_list") else [obj]):
+        for batch in split.iter(batch_size=BATCH):
+            keys = list(batch)
+            yield from (dict(zip(keys, vals)) for vals in zip(*(batch[k] for k in keys)))
 
 
 def load_rows(source: str | Path) -> list[dict]:
+    return list(iter_rows(source))
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def iter_rows(source: str | Path) -> Iterator[dict]:
+    """The rows of a source, one at a time (a whole file is held only for a JSON array)."""
     s = str(source)
     if s.startswith("hub:"):
         from datasets import load_dataset
 
         name, _, config = s[4:].partition(":")
-        return _from_datasets(load_dataset(name, config or None))
+        yield from _from_datasets(load_dataset(name, config or None))
+        return
     p = Path(s).expanduser()
     if p.is_file():
-        return _read_file(p)
+        yield from _read_file(p)
+        return
     if not p.is_dir():
         raise FileNotFoundError(f"'{p}' does not exist")
     if (p / "dataset_dict.json").exists() or (p / "state.json").exists():
         from datasets import load_from_disk
 
-        return _from_datasets(load_from_disk(str(p)))
+        yield from _from_datasets(load_from_disk(str(p)))
+        return
     if (p / "data").is_dir():          # a run directory or a published folder
         p = p / "data"
     # Parquet first: a folder holding both formats holds the same rows twice.
@@ -57,7 +83,8 @@ def load_rows(source: str | Path) -> list[dict]:
     files = [f for f in files if not f.name.startswith(".") and f.name not in ("dataset_info.json", "state.json")]
     if not files:
         raise FileNotFoundError(f"no JSONL, JSON or parquet files in '{p}'")
-    return [r for f in files for r in _read_file(f)]
+    for f in files:
+        yield from _read_file(f)
 
 
 def detect_fields(rows: list[dict], wanted: Optional[list[str]] = None) -> list[str]:
