@@ -14,6 +14,9 @@ import warnings
 from tqdm import tqdm
 
 LINE_EVERY_S = 10.0
+# What quiet() may set, for whoever must undo it (the tests, which run many configs in one process).
+QUIET_VARS = ("VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL", "TOKENIZERS_PARALLELISM", "PYTHONWARNINGS",
+              "HF_DATASETS_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
 
 
 def quiet(verbose: bool) -> None:

@@ -12,6 +12,21 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_log_levels():
+    """A run in this process sets vLLM's log level (and the like) for the processes it starts;
+    left in os.environ, a later test's subprocess would inherit verbose=false's ERROR."""
+    from glan_local.progress import QUIET_VARS
+
+    before = {k: os.environ.get(k) for k in QUIET_VARS}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def compose():
     """Compose the real conf/ with overrides, as the CLI would, into a typed GlanConfig."""
