@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import time
@@ -256,7 +257,7 @@ class Store:
 class CacheDir:
     """cache_dir: a reply store shared by runs. On a local disk, one file, replies.sqlite, which
     several processes of one machine may write (WAL). On a network file system, every writer
-    gets a file of its own (replies-<host>-<pid>-<time>.sqlite) and only reads the others, so
+    gets a file of its own (replies-<host>-<pid>-<random>.sqlite) and only reads the others, so
     jobs on several nodes never write one file: a file that cannot be read consistently while
     another node writes it is a cache miss (the reply is generated again), never a corruption."""
 
@@ -265,7 +266,8 @@ class CacheDir:
     def __init__(self, d: Path):
         self.dir = d
         if check_locking(d, "cache_dir"):
-            name = f"replies-{socket.gethostname()}-{os.getpid()}-{int(time.time())}.sqlite"
+            # Random, not the time: two runs of one process (a sweep's jobs) may start within a second.
+            name = f"replies-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.sqlite"
             self.own = Store(d / name, network=True)
         else:
             self.own = Store(d / "replies.sqlite", network=False)
