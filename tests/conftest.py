@@ -12,19 +12,30 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
 
-@pytest.fixture(autouse=True)
-def _no_leaked_log_levels():
-    """A run in this process sets vLLM's log level (and the like) for the processes it starts;
-    left in os.environ, a later test's subprocess would inherit verbose=false's ERROR."""
+def _log_env() -> dict:
     from glan_local.progress import QUIET_VARS
 
-    before = {k: os.environ.get(k) for k in QUIET_VARS}
+    return {k: os.environ.get(k) for k in QUIET_VARS}
+
+
+_LOG_ENV = _log_env()   # as the session started, before any fixture ran a config in this process
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_log_levels():
+    """A run in this process (a test's or a module fixture's) sets vLLM's log level and the like
+    for the processes it starts; left in os.environ, a later test's subprocess would inherit
+    verbose=false's ERROR. Put back as the session started, before and after every test."""
+    def restore():
+        for k, v in _LOG_ENV.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    restore()
     yield
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore()
 
 
 @pytest.fixture
