@@ -14,23 +14,20 @@ import warnings
 from tqdm import tqdm
 
 LINE_EVERY_S = 10.0
-# What quiet() may set, for whoever must undo it (the tests, which run many configs in one process).
-QUIET_VARS = ("VLLM_LOGGING_LEVEL", "TORCH_CPP_LOG_LEVEL", "TOKENIZERS_PARALLELISM", "PYTHONWARNINGS",
-              "HF_DATASETS_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")
+# The environment quiet() sets (a variable the user exported wins). Its engine processes inherit
+# it, so it must be in place before vLLM is imported. PYTHONWARNINGS: the FutureWarnings of
+# vLLM's imports, in every process.
+VERBOSE_ENV = {"VLLM_LOGGING_LEVEL": "INFO", "TORCH_CPP_LOG_LEVEL": "INFO", "TOKENIZERS_PARALLELISM": "false"}
+QUIET_ENV = {"VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false",
+             "PYTHONWARNINGS": "ignore", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+QUIET_VARS = tuple(QUIET_ENV)   # for whoever must undo it (the tests run many configs in one process)
 
 
 def quiet(verbose: bool) -> None:
-    """Before vLLM is imported: its engine processes inherit the environment. A variable the
-    user exported wins."""
-    level = "INFO" if verbose else "ERROR"
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", level)
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "INFO" if verbose else "ERROR")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for k, v in (VERBOSE_ENV if verbose else QUIET_ENV).items():
+        os.environ.setdefault(k, v)
     if verbose:
         return
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")      # FutureWarnings of vLLM's imports, in every process
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.simplefilter("ignore")
     try:
         import datasets
