@@ -87,6 +87,15 @@ def engine_kwargs(model_path, model_cfg, engine_cfg, verbose: bool = False) -> d
     return kwargs
 
 
+def prompt_token_ids(tokenizer, messages: list) -> list[int]:
+    """A request's prompt as vLLM gets it, for the pipeline and the benchmark's raw replay alike:
+    rendered by the chat template, then tokenized without the tokenizer's own special tokens. The
+    template writes BOS itself (a raw text prompt would get a second one from a Llama 3 tokenizer),
+    as vLLM's own chat path does, and vLLM takes token inputs without a deprecation warning."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 class VllmEngine:
     def __init__(self, model_path, model_cfg, engine_cfg, longest_request: Optional[int] = None,
                  verbose: bool = False):
@@ -108,9 +117,6 @@ class VllmEngine:
         self._failed: list[Completion] = []
         self.notes = _capacity_notes(self.core.vllm_config, model_cfg, longest_request or model_cfg.max_model_len)
 
-    def render(self, messages: list) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     def submit(self, req: Request) -> None:
         from vllm import SamplingParams
         from vllm.inputs.engine import tokens_input
@@ -126,11 +132,7 @@ class VllmEngine:
         )
         self._started[req.key] = time.monotonic()
         try:
-            # Tokenized here, without the tokenizer's own special tokens: the chat template writes
-            # BOS itself (a raw text prompt would get a second one from a Llama 3 tokenizer), as
-            # vLLM's own chat path does, and vLLM takes token inputs without a deprecation warning.
-            ids = self.tokenizer(self.render(req.messages), add_special_tokens=False)["input_ids"]
-            self.core.add_request(req.key, tokens_input(ids), params)
+            self.core.add_request(req.key, tokens_input(prompt_token_ids(self.tokenizer, req.messages)), params)
         except Exception as e:  # rejected up front (prompt too long, bad schema): a failed reply
             self._started.pop(req.key, None)
             self._failed.append(Completion(req.key, "", "error", 0, 0, 0, 0.0, error=f"{type(e).__name__}: {e}"))

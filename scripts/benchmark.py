@@ -116,7 +116,8 @@ if __name__ == "__main__":
     # config, so the comparison is fair on any hardware; only the backend may differ.
     from vllm import LLM, SamplingParams
     from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-    from glan_local.engine import engine_kwargs
+    from vllm.inputs.engine import tokens_input
+    from glan_local.engine import engine_kwargs, prompt_token_ids
     from glan_local.config import GlanConfig
     from omegaconf import OmegaConf
     spec = json.load(open(sys.argv[1]))
@@ -128,7 +129,8 @@ if __name__ == "__main__":
     tok = llm.get_tokenizer()
     core = llm.llm_engine
     reqs = spec["requests"]
-    prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in reqs]
+    # The very token ids the pipeline sent (the same function): the same prompts, the same replies.
+    prompts = [prompt_token_ids(tok, r["messages"]) for r in reqs]
     def params(r):
         s = r["sampling"]
         so = StructuredOutputsParams(json=r["schema"]) if (r["schema"] and backend != "none") else None
@@ -144,12 +146,12 @@ if __name__ == "__main__":
                 seen[json.dumps(r["schema"], sort_keys=True)] = (r, p)
         for name, (r, p) in seen.items():
             sp = params(r); sp.max_tokens = 1
-            t = time.perf_counter(); llm.generate([p], [sp], use_tqdm=False)
+            t = time.perf_counter(); llm.generate([{"prompt_token_ids": p}], [sp], use_tqdm=False)
             compile_s[r["level"]] = round(max(compile_s.get(r["level"], 0), time.perf_counter() - t), 2)
     # One batch, driven step by step as the pipeline drives it, to measure the same occupancy.
     t = time.perf_counter()
     for i, (r, p) in enumerate(zip(reqs, prompts)):
-        core.add_request(str(i), p, params(r))
+        core.add_request(str(i), tokens_input(p), params(r))
     outs, steps, seated, idle, left = {}, 0, 0.0, 0.0, len(reqs)
     while core.has_unfinished_requests():
         t0 = time.perf_counter()
