@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from .atomic import atomic_path, atomic_write_text
 from .levels import taxonomy
 
 
@@ -25,19 +26,6 @@ def _failpoint(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:   # a full disk, a signal: the old file stays, no half-written tmp is left
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode     # one encoder for every record
@@ -118,19 +106,11 @@ def finalize_levels(run_dir: Path, levels: list[str]) -> dict[str, int]:
     for name in levels + ["failures"]:
         part = run_dir / "levels" / f"{name}.jsonl.part"
         final = run_dir / "levels" / f"{name}.jsonl"
-        tmp = final.with_name(final.name + ".tmp")
         n = 0
-        try:
-            with open(tmp, "w", encoding="utf-8") as out:
-                for line in _sorted_lines(part, run_dir / "levels"):
-                    out.write(line)
-                    n += 1
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
-        except BaseException:   # the previous level file stays as it was
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8") as out:
+            for line in _sorted_lines(part, run_dir / "levels"):
+                out.write(line)
+                n += 1
         part.unlink(missing_ok=True)
         counts[name] = n
         if name == "taxonomy":
@@ -154,14 +134,9 @@ def export_dataset(run_dir: Path, level: str = "answers") -> int:
     ds = Dataset.from_json(str(src), cache_dir=str(cache))
     for name, writer in (("train-00000-of-00001.parquet", ds.to_parquet),
                          ("train.jsonl", lambda p: ds.to_json(p, lines=True, force_ascii=False))):
-        tmp = out / (name + ".tmp")
-        try:
+        with atomic_path(out / name) as tmp:     # a full disk: the previous file stays as it was
             writer(str(tmp))
             _failpoint("export")
-            os.replace(tmp, out / name)
-        except BaseException:   # a full disk: the previous dataset file stays as it was
-            tmp.unlink(missing_ok=True)
-            raise
     del ds
     shutil.rmtree(cache, ignore_errors=True)
     return rows

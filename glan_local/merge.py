@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import manifest
 from .config import ConfigError, enabled_levels
-from .export import atomic_write_text, export_dataset, format_summary, record_key, write_taxonomy_yaml
+from .atomic import atomic_path, atomic_write_text
+from .export import export_dataset, format_summary, record_key, write_taxonomy_yaml
 from .run import lock_run_dir
 from .store import TABLES, Store
 
@@ -107,17 +108,14 @@ def merge_levels(out: Path, dirs: list[Path], levels: list[str]) -> dict[str, in
         absent = [str(s) for s in sources if not s.is_file()]
         if absent:
             raise MergeError(f"{absent[0]} is missing: not a finished glan-local run")
-        target = out / "levels" / f"{name}.jsonl"
-        tmp = target.with_name(target.name + ".tmp")
         n = 0
         taxonomy: list[dict] = []
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_path(out / "levels" / f"{name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
             for _, line in heapq.merge(*(_records(s) for s in sources), key=lambda kv: kv[0]):
                 f.write(line)
                 n += 1
                 if name == "taxonomy":
                     taxonomy.append(json.loads(line))
-        tmp.replace(target)
         counts[name] = n
         if name == "taxonomy":
             write_taxonomy_yaml(out, taxonomy)

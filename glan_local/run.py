@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from . import manifest, regen, shard
 from .config import ANSWER_LEVELS, CannotProduce, ConfigError, enabled_levels, validate
 from .engine import engine_identity, self_check
-from .export import Sinks, atomic_write_text, export_dataset, finalize_levels, format_summary
+from .atomic import atomic_write_text
+from .export import Sinks, export_dataset, finalize_levels, format_summary
 from .levels import taxonomy
 from .levels.base import Context
 from .model import check_context, check_turn_end, model_identity, resolve_model_path

@@ -9,13 +9,13 @@ table is written once more and printed. Refreshing per job matters: Hydra skips
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 from hydra.experimental.callback import Callback
+
+from .atomic import atomic_write_text
 
 JOB_FILE = "glan_job.json"
 COLUMNS = (("job", "job"), ("overrides", "overrides"), ("status", "status"), ("rows", "rows"),
@@ -24,11 +24,8 @@ COLUMNS = (("job", "job"), ("overrides", "overrides"), ("status", "status"), ("r
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomic, with a temporary name of its own: jobs on several nodes may write at once."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    # Jobs on several nodes may write the sweep's files at once: a temporary name of each's own.
+    atomic_write_text(path, text, shared=True)
 
 
 def _is_multirun(config: Any) -> bool:

@@ -16,7 +16,6 @@ is the dedup index (hashes and ids), the positions and two lengths a row.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -29,14 +28,9 @@ from .diversity import diversity
 from .rows import chunks, is_run_dir, iter_rows
 from .runinfo import read_run
 from .stats import Published
+from ..atomic import atomic_path, atomic_write_text
 
 REMOVED_KEYS = ("reason", "duplicate_of", "duplicate_in", "similarity", "benchmark", "benchmark_item", "detail")
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def prepare_row(r: dict, i: int, question: str = "question", answer: str = "answer") -> dict:
@@ -145,15 +139,13 @@ class _Pass1:
         """quality/removed.jsonl, grouped by filter in their order; the counts by reason."""
         for f in self.files.values():
             f.close()
-        tmp = qdir / "removed.jsonl.tmp"
-        with open(tmp, "w", encoding="utf-8") as out:
+        with atomic_path(qdir / "removed.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
             for n in self.files:
                 part = qdir / f"removed.{n}.tmp"
                 with open(part, encoding="utf-8") as f:
                     for line in f:
                         out.write(line)
                 part.unlink()
-        os.replace(tmp, qdir / "removed.jsonl")
         merged: dict[str, int] = {}
         for c in self.counts.values():
             merged.update(c)
@@ -242,14 +234,14 @@ def run_quality(q: Any, out_dir: Path, *, run_dir: Optional[Path] = None, source
     figures["diversity"] = diversity(pub.distinct_texts(), pub.embed_texts(), q.report.enabled and q.report.embeddings)
     command = command or ("glan-local-quality " + shlex.join([str(run_dir or source), "-o", str(out_dir)]))
     columns = list(first.schema.schema.names) if sizes["train"] else []
-    _atomic(out_dir / "README.md", card.render(
+    atomic_write_text(out_dir / "README.md", card.render(
         splits=figures["rows"], columns=columns, stats=pub, info=info, quality=figures,
         license=q.publish.license, pretty_name=q.publish.pretty_name, source=src, command=command))
     if q.report.enabled:
         figures["report"] = str(report.write(out_dir, pub, info, figures, q.publish.pretty_name))
     if q.publish.push_to_hub:
         figures["pushed_to"] = publish.push(out_dir, q.publish.push_to_hub, q.publish.private, say)
-    _atomic(qdir / "summary.json", json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(qdir / "summary.json", json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
     say(f"quality: {pub.n} of {figures['input_rows']} rows published to {out_dir} "
         f"(removed: {figures['removed'] or 'none'})" + (f"; report: {figures['report']}" if q.report.enabled else ""))
     return figures

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections import defaultdict
 from pathlib import Path
 
+from ..atomic import commit
 from ..seeds import derive_seed
 
 
@@ -112,7 +112,7 @@ class Writer:
             if self.cdc:
                 s["pq"].add_key_value_metadata({"content_defined_chunking": json.dumps(self.cdc)})
             s["pq"].close()
-            os.replace(str(s["path"]) + ".tmp", s["path"])
+            commit(str(s["path"]) + ".tmp", s["path"])
             s["pq"] = None
 
     def write(self, name: str, row: dict) -> None:
@@ -133,7 +133,7 @@ class Writer:
         for name, s in self.splits.items():
             self._close_shard(s)
             s["jsonl"].close()
-            os.replace(self.data / f"{name}.jsonl.tmp", self.data / f"{name}.jsonl")
+            commit(self.data / f"{name}.jsonl.tmp", self.data / f"{name}.jsonl")
             files[name] = s["files"] + [f"{name}.jsonl"]
         return files
 

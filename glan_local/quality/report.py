@@ -12,6 +12,7 @@ from . import plots
 from .judged import COLUMNS as JUDGE_COLUMNS
 from .runinfo import RunInfo
 from .stats import Published
+from ..atomic import atomic_write_text
 
 MAX_TABLE = 300    # discipline rows in a table; the rest are in quality/summary.json
 
@@ -259,7 +260,5 @@ def write(out_dir: Path, st: Published, info: RunInfo, quality: dict, title: Opt
     d = out_dir / "report"
     d.mkdir(parents=True, exist_ok=True)
     path = d / "index.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(parts))
     return path
