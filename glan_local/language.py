@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Optional
 
-from .config import ConfigError
+from .errors import ConfigError
 
 
 @lru_cache(maxsize=None)

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from . import manifest
-from .config import ConfigError, enabled_levels
+from . import levels as levels_
+from .config import ConfigError
 from .atomic import atomic_path, atomic_write_text
-from .export import export_dataset, format_summary, record_key, write_taxonomy_yaml
+from .export import export_dataset, format_summary, record_key
 from .run import lock_run_dir
 from .store import TABLES, Store
 
@@ -109,16 +110,13 @@ def merge_levels(out: Path, dirs: list[Path], levels: list[str]) -> dict[str, in
         if absent:
             raise MergeError(f"{absent[0]} is missing: not a finished glan-local run")
         n = 0
-        taxonomy: list[dict] = []
         with atomic_path(out / "levels" / f"{name}.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
             for _, line in heapq.merge(*(_records(s) for s in sources), key=lambda kv: kv[0]):
                 f.write(line)
                 n += 1
-                if name == "taxonomy":
-                    taxonomy.append(json.loads(line))
         counts[name] = n
-        if name == "taxonomy":
-            write_taxonomy_yaml(out, taxonomy)
+        if name in levels_.BY_NAME:
+            levels_.saved(name, out)
     return counts
 
 
@@ -218,7 +216,7 @@ def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], 
         preflight(cfg.quality)
     out.mkdir(parents=True, exist_ok=True)
     say(f"merging {len(dirs)} shards into {out}")
-    levels = enabled_levels(cfg)
+    levels = levels_.enabled(cfg)
     merge_levels(out, dirs, levels)
     rows = export_dataset(out, levels[-1])
     replies = merge_stores(out, dirs)

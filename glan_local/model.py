@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .config import CannotProduce, ConfigError
+from .errors import CannotProduce, ConfigError
 
 
 def resolve_model_path(model_cfg, key: str = "model") -> Path:
@@ -201,8 +201,7 @@ def check_context(cfg, model_path: Path, templates, key: str = "model") -> int:
                           f"point {key}.path at a complete model folder, or copy the tokenizer files into it")
     from transformers import AutoTokenizer
 
-    from .config import enabled_levels, teacher_of
-    from .levels import ORDER
+    from . import levels
 
     try:
         tok = AutoTokenizer.from_pretrained(str(model_path))
@@ -213,18 +212,18 @@ def check_context(cfg, model_path: Path, templates, key: str = "model") -> int:
                           "with tokenizer_config.json)")
     system = len(tok(templates.sources["system"])["input_ids"])
     longest = 0
-    for level in ORDER:
-        if level.name not in enabled_levels(cfg) or level.name not in templates.sources \
-                or teacher_of(cfg, level.name)[0] != key:
+    for level in levels.ORDER:
+        if level.name not in levels.enabled(cfg) or level.name not in templates.sources \
+                or levels.teacher(cfg, level.name)[0] != key:
             continue
-        limit = teacher_of(cfg, level.name)[1].max_model_len
+        limit = levels.teacher(cfg, level.name)[1].max_model_len
         fixed = system + len(tok(templates.sources[level.name])["input_ids"]) + 32   # + chat markup
-        embedded = sum(getattr(cfg.sampling, parent).max_tokens for parent in getattr(level, "CONTEXT_FROM", ()))
+        embedded = sum(getattr(cfg.sampling, parent).max_tokens for parent in level.CONTEXT_FROM)
         reply = getattr(cfg.sampling, level.name).max_tokens
         need = fixed + embedded + reply
         longest = max(longest, need)
         if need > limit:
-            parts = " + ".join(f"sampling.{p}.max_tokens" for p in getattr(level, "CONTEXT_FROM", ()))
+            parts = " + ".join(f"sampling.{p}.max_tokens" for p in level.CONTEXT_FROM)
             raise ConfigError(f"{key}.max_model_len",
                               f"{limit} is too small for the {level.name} level: its prompt can reach "
                               f"{fixed + embedded} tokens (template{' + ' + parts if parts else ''}) plus "

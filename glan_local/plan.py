@@ -1,7 +1,7 @@
 """How many requests a run plans, from its breadth and taxonomy alone, and the bound on it.
 
 The count is an upper bound (every subject distinct, no failure, no retry), the same one the
-shards are balanced by (shard.planned_per_discipline). A run above engine.max_planned_requests
+shards are balanced by (levels.planned_per_discipline). A run above engine.max_planned_requests
 is refused before the model loads: the default, 100M, is five times breadth=paper (~20M
 requests, the paper's ~10M pairs), so it stops a typo such as breadth.fields=100000, which
 would otherwise build huge schemas and queues, never a run someone planned.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .config import ConfigError
+from . import levels
+from .errors import ConfigError
+from .levels import taxonomy
 from .levels.base import Node
 
 
@@ -18,22 +20,11 @@ def planned_requests(cfg: Any, roots: Optional[list[Node]] = None) -> tuple[int,
     """(requests, disciplines, requests per discipline, where the disciplines come from).
     roots: this run's root nodes from taxonomy.file (after include/exclude and shard), or None
     for a generated taxonomy."""
-    from .shard import planned_per_discipline
-
-    b = cfg.breadth
-    per = sum(planned_per_discipline(cfg).values())
-    if roots is None:
-        taxonomy = 1 + b.fields + b.fields * b.subfields_per_field
-        disciplines = b.fields * b.subfields_per_field * b.disciplines_per_subfield
-        source = (f"breadth.fields={b.fields} x breadth.subfields_per_field={b.subfields_per_field} x "
-                  f"breadth.disciplines_per_subfield={b.disciplines_per_subfield}")
-        if cfg.taxonomy.review:      # stops after the taxonomy
-            return taxonomy, disciplines, 0, source
-    else:
-        taxonomy = sum(1 for r in roots if r.level == "taxonomy")   # parents asked for a flat list
-        disciplines = len(roots)
-        source = "taxonomy.file"
-    return taxonomy + disciplines * per, disciplines, per, source
+    groups, disciplines, source = taxonomy.plan(cfg, roots)
+    if roots is None and cfg.taxonomy.review:      # stops after the taxonomy
+        return sum(groups.values()), disciplines, 0, source
+    per = sum(levels.planned_per_discipline(cfg).values())
+    return sum(groups.values()) + disciplines * per, disciplines, per, source
 
 
 def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
@@ -50,19 +41,10 @@ def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
 def asks_per_group(cfg: Any, roots: Optional[list[Node]] = None) -> dict[tuple[str, int], int]:
     """Planned asks per (level, depth in the tree), for the whole run: each depth of the
     taxonomy is a group of its own (the root is one ask alone). roots as in planned_requests."""
-    from .shard import planned_per_discipline
-
-    b = cfg.breadth
-    if roots is None:
-        groups = {("taxonomy", 0): 1, ("taxonomy", 1): b.fields, ("taxonomy", 2): b.fields * b.subfields_per_field}
-        disciplines = b.fields * b.subfields_per_field * b.disciplines_per_subfield
-    else:
-        groups = {("taxonomy", 3): sum(1 for r in roots if r.level == "taxonomy")}   # parents of a flat list
-        disciplines = len(roots)
-    # A discipline's node sits at depth 3; syllabi at 4; questions, answers and judge at 5.
-    depth = {"subjects": 3, "syllabus": 4, "questions": 5, "answers": 5, "judge": 5}
-    for level, n in planned_per_discipline(cfg).items():
-        groups[(level, depth[level])] = disciplines * n
+    depths, disciplines, _ = taxonomy.plan(cfg, roots)
+    groups = {(taxonomy.name, d): n for d, n in depths.items()}
+    for level, n in levels.planned_per_discipline(cfg).items():
+        groups[(level, levels.BY_NAME[level].DEPTH)] = disciplines * n
     return groups
 
 

@@ -15,7 +15,8 @@ from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from .config import LEVELS, ConfigError
+from .errors import ConfigError
+from .levels import NAMES as LEVELS
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 NAMES = ("system",) + LEVELS

@@ -98,7 +98,7 @@ def select(run_dir: Path, levels: list[str], reasons: list[str], judge_below: Op
 
 def _settings(overrides: list[str]) -> dict:
     """key=value overrides a redone ask takes: sampling.<level>.<key> and engine.max_attempts."""
-    from .config import LEVELS
+    from .levels import NAMES as LEVELS
 
     out: dict = {}
     for item in overrides:
@@ -162,7 +162,7 @@ def new_round(run_dir: Path, levels: list[str], reasons: list[str], judge_below:
               redo: Optional[str], overrides: list[str]) -> tuple[Any, list[dict]]:
     """The run's config and its rounds with a new one last: checked before any model loads."""
     from .cli import config_from_container
-    from .config import LEVELS
+    from .levels import NAMES as LEVELS
     from .manifest import read
 
     man = read(run_dir)

@@ -16,7 +16,8 @@ from typing import Any, Callable, Optional
 from omegaconf import OmegaConf
 
 from . import manifest, regen, shard
-from .config import ANSWER_LEVELS, CannotProduce, ConfigError, enabled_levels, validate
+from . import levels as levels_
+from .config import CannotProduce, ConfigError, validate
 from .engine import engine_identity, self_check
 from .atomic import atomic_write_text
 from .export import Sinks, export_dataset, finalize_levels, format_summary
@@ -27,7 +28,7 @@ from .plan import attempts_rule, check_planned
 from .regen import Rounds
 from .progress import Progress, quiet
 from .prompts import Templates
-from .scheduler import LevelStats, Scheduler
+from .scheduler import Scheduler
 from .store import CacheDir, Replies, Store, check_locking
 
 # Everything a run writes but the reply store: removed by overwrite=true. The store stays,
@@ -167,7 +168,7 @@ def _walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, te
     finally:
         sinks.close()
     t = time.perf_counter()
-    levels = enabled_levels(cfg)
+    levels = levels_.enabled(cfg)
     finalize_levels(run_dir, levels)
     # The last level's records are the rows: answers, or the judge's (answers plus scores).
     rows = export_dataset(run_dir, levels[-1]) if stop_after is None else 0
@@ -185,7 +186,7 @@ def teachers_of(cfg: Any, man: dict, engine: Any) -> list[Teacher]:
     first = Teacher(cfg.model.name, (), engine, man["model_id"], man["engine_id"])
     if not man.get("answer_model_id"):
         return [first]
-    return [first, Teacher(cfg.answers.model.name, ANSWER_LEVELS, engine, man["answer_model_id"],
+    return [first, Teacher(cfg.answers.model.name, tuple(levels_.teacher_levels(cfg)["answers.model"]), engine, man["answer_model_id"],
                            man["answer_engine_id"])]
 
 
@@ -277,11 +278,9 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
               rounds: Optional[list]) -> dict:
     container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
-    if cfg.answers.model is None:
-        specs = [("model", cfg.model, tuple(enabled_levels(cfg)))]
-    else:
-        specs = [("model", cfg.model, tuple(lv for lv in enabled_levels(cfg) if lv not in ANSWER_LEVELS)),
-                 ("answers.model", cfg.answers.model, ANSWER_LEVELS)]
+    # One teacher per config key, in the order they run; each level says which one answers it.
+    specs = [(key, cfg.model if key == "model" else cfg.answers.model, tuple(lvs))
+             for key, lvs in levels_.teacher_levels(cfg).items()]
     paths = [resolve_model_path(m, key) for key, m, _ in specs]
     longest = {}
     if engine_factory is None:
@@ -351,7 +350,7 @@ def _generate(cfg: Any, run_dir: Path, engine_factory, templates: Templates, t_s
         "taxonomy": {"disciplines": _disciplines(run_dir),
                      "include": list(cfg.taxonomy.include), "exclude": list(cfg.taxonomy.exclude),
                      "dropped": sched.ctx.dropped},
-        "levels": {name: s.as_dict() for name, s in stats.items() if name in enabled_levels(cfg)},
+        "levels": {name: s.as_dict() for name, s in stats.items() if name in levels_.enabled(cfg)},
         **({"regenerated": {"rounds": len(rounds), "asks": sum(s.redone for s in stats.values())}} if rounds else {}),
         "totals": {
             "planned": sum(s.planned for s in stats.values()),
@@ -434,7 +433,7 @@ def _verdict(cfg: Any, sched: Scheduler, summary: dict, backend: str, run_dir: P
     taxonomy.include/exclude that left no discipline, or no rows. Zero rows is never a success."""
     review = cfg.taxonomy.review and not cfg.taxonomy.file
     kept = f"the stored attempts are kept in {run_dir / 'store.sqlite'} and {run_dir / 'levels' / 'failures.jsonl'}"
-    for level in (["taxonomy"] if review else enabled_levels(cfg)):
+    for level in (["taxonomy"] if review else levels_.enabled(cfg)):
         st = sched.stats[level]
         if st.planned and not st.ok:
             return CannotProduce(f"every request of the {level} level failed ({st.failed} of {st.planned}; last "
@@ -446,7 +445,7 @@ def _verdict(cfg: Any, sched: Scheduler, summary: dict, backend: str, run_dir: P
                            f"{list(cfg.taxonomy.exclude)} left no discipline of the generated taxonomy (dropped: {dropped})",
                            "loosen the patterns, or generate the taxonomy with taxonomy.review=true and pick from it")
     if not review and summary["rows"] == 0:
-        empty = next((lv for lv in enabled_levels(cfg) if not sched.stats[lv].items), enabled_levels(cfg)[-1])
+        empty = next((lv for lv in levels_.enabled(cfg) if not sched.stats[lv].items), levels_.enabled(cfg)[-1])
         return CannotProduce(f"the run produced 0 rows: the {empty} level saved nothing (backend {backend})",
                              f"see {run_dir / 'summary.json'}; {kept}")
     return None

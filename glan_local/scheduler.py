@@ -22,14 +22,11 @@ from typing import Any, Callable, Optional
 from pydantic import ValidationError
 
 from .engine import Completion, Request
-from .levels import BY_NAME, ORDER
-from .levels.base import Ask, Context, Node, Outcome, _non_blank
+from .levels import BY_NAME, INDEX as LEVEL_INDEX, ORDER
+from .levels.base import Ask, Context, Node, Outcome
 from .prompts import Templates
 from .seeds import derive_seed
 from .store import Replies, StoredReply, asked, request_key, schema_json, teacher_identity
-
-LEVEL_INDEX = {m.name: i for i, m in enumerate(ORDER)}
-
 
 @dataclass
 class LevelStats:
@@ -291,9 +288,9 @@ class Scheduler:
             return None, backend_reason(level, ask, c)
         if ask.schema is None:
             try:
-                return _non_blank(c.text), ""
-            except ValueError:
-                return None, "invalid: blank text"
+                return ask.text(c.text), ""
+            except ValueError as e:
+                return None, f"invalid: {e}"
         try:
             return ask.schema.model_validate_json(c.text), ""
         except ValidationError as e:

@@ -11,22 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import ConfigError, enabled_levels
+from .errors import ConfigError
+from .levels import planned_per_discipline
 from .levels.base import Node
-
-
-def planned_per_discipline(cfg: Any) -> dict[str, int]:
-    """Requests one discipline plans at each level below the taxonomy, from the breadth alone.
-
-    Upper bounds: subjects merged away as duplicates, failed requests and syllabi with fewer
-    concept combinations than asked for lower the real counts."""
-    b = cfg.breadth
-    subjects = b.subject_queries
-    syllabi = min(b.max_subjects_per_discipline, b.subject_queries * b.subjects_per_query)
-    questions = syllabi * b.questions_per_syllabus
-    planned = {"subjects": subjects, "syllabus": syllabi, "questions": questions, "answers": questions,
-               "judge": questions}
-    return {lv: planned[lv] for lv in enabled_levels(cfg) if lv in planned}
 
 
 def _one_discipline(node: Node) -> bool:

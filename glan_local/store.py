@@ -127,7 +127,7 @@ def filesystem(path: Path) -> tuple[str, frozenset]:
 def check_locking(path: Path, key: str) -> bool:
     """Whether path is on a network file system (then stores use a rollback journal); refuses,
     with ConfigError, one whose file locks are known not to hold across nodes."""
-    from .config import ConfigError
+    from .errors import ConfigError
 
     kind, options = filesystem(path)
     if kind == "lustre" and "flock" not in options:

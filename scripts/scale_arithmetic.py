@@ -61,7 +61,7 @@ def human(n: float) -> str:
 
 
 def main() -> None:
-    from glan_local.shard import planned_per_discipline
+    from glan_local.levels import planned_per_discipline
 
     cfg = paper_config()
     b = cfg.breadth

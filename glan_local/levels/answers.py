@@ -9,12 +9,22 @@ from typing import Optional
 
 from pydantic import BaseModel
 
-from .base import Ask, Context, Node, Outcome, Text
+from .base import Ask, Context, Node, Outcome, Text, non_blank
 
 name = "answers"
 # The variables its template gets (besides `language`); checked when the run starts.
 VARIABLES = frozenset({"question", "discipline", "subject", "structured"})
 CONTEXT_FROM = ("questions",)   # earlier levels whose replies this level's prompt embeds
+TEACHER = "answers.model"
+DEPTH = 5      # one answer per question, at the question's path
+
+
+def enabled(cfg) -> bool:
+    return True
+
+
+def planned(cfg, per: dict[str, int]) -> int:
+    return per["questions"]
 
 
 class Answer(BaseModel):
@@ -32,7 +42,7 @@ def asks(node: Node, ctx: Context) -> list[Ask]:
     d = node.data
     structured = ctx.cfg.answers.structured
     return [Ask({"question": d["question"], "discipline": d["discipline"], "subject": d["subject_obj"],
-                 "structured": structured}, Answer if structured else None)]
+                 "structured": structured}, Answer if structured else None, text=non_blank)]
 
 
 def children(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> list[Node]:

@@ -1,19 +1,30 @@
 """What every level module provides, and the pieces they share.
 
-A level turns a node into asks (template variables + reply schema), and the validated replies
-of those asks into child nodes and into records for the level's saved file. The scheduler and
-the engine know nothing of any particular level.
+A level is a module in levels/ (listed in levels.ORDER) with its prompt prompts/<name>.j2. It
+turns a node into asks (template variables + reply schema, or how a free-text reply is read),
+and the validated replies of those asks into child nodes and into records for the level's
+saved file. Besides, each module states:
+
+- name, VARIABLES (its template's, checked at start), CONTEXT_FROM (earlier levels whose
+  replies its prompt embeds);
+- TEACHER: "model", or "answers.model" for levels the answer teacher generates when set;
+- DEPTH: len(node.path) of its nodes; enabled(cfg); planned(cfg, per): requests one
+  discipline plans at this level, given `per`, the counts of the levels above it;
+- optionally saved(run_dir): what it writes once its levels/<name>.jsonl is final.
+
+The scheduler, the planner and the engine know nothing of any particular level.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Optional, Protocol
+from typing import Annotated, Any, Callable, Optional
 
 from pydantic import AfterValidator, BaseModel
 
 
-def _non_blank(v: str) -> str:
+def non_blank(v: str) -> str:
+    """Text with its whitespace runs made single; a blank text is invalid (the reply is retried)."""
     v = " ".join(v.split())
     if not v:
         raise ValueError("blank text")
@@ -22,7 +33,7 @@ def _non_blank(v: str) -> str:
 
 # Constrained decoding cannot forbid blank strings cheaply (maxLength/minLength make outlines'
 # index compile slowly), so they are caught here and the reply is retried.
-Text = Annotated[str, AfterValidator(_non_blank)]
+Text = Annotated[str, AfterValidator(non_blank)]
 
 
 def node_id(path: tuple[int, ...]) -> str:
@@ -44,7 +55,9 @@ class Node:
 @dataclass
 class Ask:
     variables: dict
-    schema: Optional[type[BaseModel]]   # None: free text
+    schema: Optional[type[BaseModel]]   # None: free text, read by `text`
+    # A free-text reply's value; raises ValueError (the reason) when the reply is invalid.
+    text: Callable[[str], Any] = non_blank
 
 
 @dataclass
@@ -57,16 +70,6 @@ class Outcome:
     attempts: int
 
 
-class Level(Protocol):
-    name: str
-
-    def asks(self, node: Node, ctx: "Context") -> list[Ask]: ...
-
-    def children(self, node: Node, outcomes: list[Optional[Outcome]], ctx: "Context") -> list[Node]: ...
-
-    def records(self, node: Node, outcomes: list[Optional[Outcome]], ctx: "Context") -> list[dict]: ...
-
-
 @dataclass
 class Context:
     cfg: Any           # the validated GlanConfig
@@ -74,6 +77,3 @@ class Context:
     answer_model_name: str = ""    # the answer teacher's, when answers.model names another
     dropped: list = field(default_factory=list)   # taxonomy nodes left out by include/exclude
 
-
-def provenance(data: dict, *keys: str) -> dict:
-    return {k: data[k] for k in keys}

@@ -16,7 +16,17 @@ name = "judge"
 # The variables its template gets (besides `language`); checked when the run starts.
 VARIABLES = frozenset({"question", "answer", "discipline", "subject"})
 CONTEXT_FROM = ("questions", "answers")   # earlier levels whose replies this level's prompt embeds
+TEACHER = "answers.model"
+DEPTH = 5      # one grade per answer, at the question's path
 SCORES = ("clarity", "answerability", "correctness")
+
+
+def enabled(cfg) -> bool:
+    return cfg.quality.judge.enabled
+
+
+def planned(cfg, per: dict[str, int]) -> int:
+    return per["answers"]
 
 Score = Literal[1, 2, 3, 4, 5]   # an enum in the JSON schema: every backend constrains it, unlike minimum/maximum
 

@@ -11,14 +11,20 @@ name = "questions"
 # The variables its template gets (besides `language`); checked when the run starts.
 VARIABLES = frozenset({"discipline", "subject", "syllabus", "sessions", "concepts", "last_session"})
 CONTEXT_FROM = ("syllabus",)   # earlier levels whose replies this level's prompt embeds
+TEACHER = "model"
+DEPTH = 5      # a discipline's path, a subject, a question
+
+
+def enabled(cfg) -> bool:
+    return True
+
+
+def planned(cfg, per: dict[str, int]) -> int:
+    return per["syllabus"] * cfg.breadth.questions_per_syllabus
 
 
 class Question(BaseModel):
     question: Text
-
-
-def schema() -> type[BaseModel]:
-    return Question
 
 
 def asks(node: Node, ctx: Context) -> list[Ask]:

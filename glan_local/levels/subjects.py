@@ -19,6 +19,16 @@ name = "subjects"
 # The variables its template gets (besides `language`); checked when the run starts.
 VARIABLES = frozenset({"field", "subfield", "discipline", "count", "subtopics_max", "levels"})
 CONTEXT_FROM: tuple = ()   # earlier levels whose replies this level's prompt embeds
+TEACHER = "model"
+DEPTH = 3      # a discipline's path: field, sub-field, discipline
+
+
+def enabled(cfg) -> bool:
+    return True
+
+
+def planned(cfg, per: dict[str, int]) -> int:
+    return cfg.breadth.subject_queries
 
 
 class SubjectLevel(str, Enum):

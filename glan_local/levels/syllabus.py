@@ -18,6 +18,18 @@ name = "syllabus"
 # The variables its template gets (besides `language`); checked when the run starts.
 VARIABLES = frozenset({"field", "subfield", "discipline", "subject", "sessions_min", "sessions_max", "concepts_max"})
 CONTEXT_FROM = ("subjects",)   # earlier levels whose replies this level's prompt embeds
+TEACHER = "model"
+DEPTH = 4      # a discipline's path, then the subject
+
+
+def enabled(cfg) -> bool:
+    return True
+
+
+def planned(cfg, per: dict[str, int]) -> int:
+    """One per merged subject: at most max_subjects_per_discipline, and no more than were asked."""
+    b = cfg.breadth
+    return min(b.max_subjects_per_discipline, b.subject_queries * b.subjects_per_query)
 
 
 @lru_cache(maxsize=None)

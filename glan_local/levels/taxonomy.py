@@ -18,13 +18,15 @@ from typing import Optional
 import yaml
 from pydantic import BaseModel, Field, create_model, field_validator
 
-from ..config import ConfigError
+from ..atomic import atomic_write_text
+from ..errors import ConfigError
 from .base import Ask, Context, Node, Outcome, Text
 
 name = "taxonomy"
 # The variables its template gets (besides `language`); checked when the run starts.
 VARIABLES = frozenset({"depth", "count", "field", "subfield", "discipline"})
 CONTEXT_FROM: tuple = ()   # earlier levels whose replies this level's prompt embeds
+TEACHER = "model"
 UNSPECIFIED = "unspecified"
 # Sanity bounds on a taxonomy file, checked before it is parsed or planned: the paper's taxonomy
 # has ~130 disciplines, so a file past these is a wrong file, not a plan.
@@ -56,6 +58,24 @@ def _distinct(cls, v: list[str]) -> list[str]:
 def _count(depth: str, cfg) -> int:
     b = cfg.breadth
     return {"field": b.fields, "subfield": b.subfields_per_field, "discipline": b.disciplines_per_subfield}[depth]
+
+
+def enabled(cfg) -> bool:
+    return True
+
+
+def plan(cfg, roots: Optional[list[Node]] = None) -> tuple[dict[int, int], int, str]:
+    """(asks per depth of the taxonomy tree, disciplines, where they come from). roots: this
+    run's root nodes from taxonomy.file (after include/exclude and shard), or None for a
+    generated taxonomy: its root asks for fields, each field for sub-fields, each sub-field
+    for disciplines. A flat list's disciplines each ask for their parents (at depth 3)."""
+    b = cfg.breadth
+    if roots is None:
+        source = (f"breadth.fields={b.fields} x breadth.subfields_per_field={b.subfields_per_field} x "
+                  f"breadth.disciplines_per_subfield={b.disciplines_per_subfield}")
+        return ({0: 1, 1: b.fields, 2: b.fields * b.subfields_per_field},
+                b.fields * b.subfields_per_field * b.disciplines_per_subfield, source)
+    return {3: sum(1 for r in roots if r.level == name)}, len(roots), "taxonomy.file"
 
 
 def root() -> Node:
@@ -102,6 +122,15 @@ def records(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> list
 def record(discipline: Node) -> dict:
     d = discipline.data
     return {"id": discipline.id, "field": d["field"], "subfield": d["subfield"], "discipline": d["discipline"]}
+
+
+def saved(run_dir: Path) -> None:
+    """The editable taxonomy.yaml from the final levels/taxonomy.jsonl (in tree order)."""
+    with open(run_dir / "levels" / f"{name}.jsonl", encoding="utf-8") as f:
+        disciplines = [json.loads(line) for line in f if line.strip()]
+    atomic_write_text(run_dir / "taxonomy.yaml",
+                      "# Edit freely (drop a node to drop its subtree), then run: glan-local taxonomy.file=<this file>\n"
+                      + yaml.safe_dump(to_file(disciplines), sort_keys=False, allow_unicode=True))
 
 
 def discipline_node(path: tuple[int, ...], field: str, subfield: str, discipline: str) -> Node:

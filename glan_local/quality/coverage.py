@@ -7,7 +7,7 @@ the field, sub-field and discipline: the discipline is the id's first three part
 first. Failures above a discipline (a field's sub-field list, say) count for their field. Rows
 without such ids (a user's JSONL) are grouped by their field and discipline columns.
 
-Planned rows are shard.planned_per_discipline's answers: an upper bound from the breadth, which
+Planned rows are levels.planned_per_discipline's answers: an upper bound from the breadth, which
 subjects merged as duplicates and syllabi with few concept combinations lower. So a branch
 "under-produces" below UNDER of its plan; with no plan (not a run), below UNDER of what it
 produced, i.e. when the quality step removed most of it.
@@ -33,7 +33,7 @@ def _node(node_id: Any) -> Optional[tuple[str, ...]]:
 
 def planned_answers(config: dict) -> Optional[int]:
     """Rows one discipline plans, from a run's config (as saved in run-config.json)."""
-    from ..shard import planned_per_discipline
+    from ..levels import planned_per_discipline
 
     if not config.get("breadth"):
         return None

@@ -134,7 +134,7 @@ class LanguageCheck:
     def _code(self, lang: str) -> Optional[str]:
         """The detector's code for a language name or code; None (said once) if it has none."""
         if lang not in self.codes:
-            from ..config import ConfigError
+            from ..errors import ConfigError
             from ..language import resolve
 
             try:

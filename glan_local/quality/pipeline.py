@@ -59,7 +59,7 @@ def _source(src: str, question: str = "question", answer: str = "answer") -> Ite
 def preflight(q: Any) -> None:
     """Read every benchmark and earlier dataset now, so a file without a usable text column
     stops a run before the model loads, not after hours of generation."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from .decontam import load_benchmark
 
     for src in q.decontam.benchmarks:
