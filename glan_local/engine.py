@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Protocol
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,22 @@ class Completion:
     cached_tokens: int
     elapsed_s: float
     error: str = ""
+
+
+class Engine(Protocol):
+    """What the scheduler drives: vLLM (VllmEngine), the engine started at the first request to
+    generate (teachers.LazyEngine), the store-only replay of verify, the tests' fake and the
+    benchmark's instant engine. A request goes in once; its reply comes out of one step()."""
+    version: str            # stored with every reply it generates
+    notes: list[str]        # what keeps the batch smaller or slower than asked, said at start
+
+    def submit(self, req: Request) -> None: ...
+
+    def step(self) -> list[Completion]: ...
+
+    def abort(self, keys: list[str]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 # model.extra keys that change how vLLM runs, never what it generates: left out of request keys.

@@ -1,4 +1,4 @@
-"""Level files, the dataset (parquet + JSONL, via `datasets`) and the summary.
+"""Level files and the dataset (parquet + JSONL, via `datasets`).
 
 While the run goes, records stream to <run>/levels/<level>.jsonl.part in completion order;
 export sorts them into tree order, so the files do not depend on scheduling, and replaces the
@@ -130,25 +130,3 @@ def export_dataset(run_dir: Path, level: str = "answers") -> int:
     del ds
     shutil.rmtree(cache, ignore_errors=True)
     return rows
-
-
-def format_summary(summary: dict) -> str:
-    head = f"{'level':<10}{'planned':>8}{'ok':>6}{'failed':>7}{'retries':>8}{'stored':>7}" \
-           f"{'items':>7}{'prompt tok':>11}{'output tok':>11}{'wall s':>8}{'tok/s':>8}  failures"
-    lines = [head, "-" * len(head)]
-    for name, s in summary["levels"].items():
-        fails = ", ".join(f"{k}: {v}" for k, v in s["failures"].items()) or "-"
-        lines.append(f"{name:<10}{s['planned']:>8}{s['ok']:>6}{s['failed']:>7}{s['retries']:>8}{s['from_store']:>7}"
-                     f"{s['items']:>7}{s['prompt_tokens']:>11}{s['output_tokens']:>11}{s['wall_s']:>8}"
-                     f"{s['output_tokens_per_s']:>8}  {fails}")
-    t = summary["totals"]
-    lines.append(f"rows: {summary['rows']}  output tokens: {t['output_tokens']}  wall: {t['wall_s']} s "
-                 f"(engine start {t['engine_start_s']} s, backend self-check {t.get('self_check_s', 0)} s, "
-                 f"generation {t['generation_s']} s, "
-                 f"{t['output_tokens_per_s']} tok/s)  generated: {t['generated']}  "
-                 f"from this run's store: {t['from_store']}  from the shared cache: {t['from_cache']}")
-    if t.get("speculative"):
-        lines.append(f"speculative retries: {t['speculative']} started ahead of need, {t['wasted']} unneeded "
-                     f"({t['wasted_output_tokens']} output tokens thrown away; "
-                     f"{t['useful_output_tokens_per_s']} useful tok/s)")
-    return "\n".join(lines)

@@ -1,15 +1,11 @@
-"""The run manifest: what anyone needs to regenerate or audit a dataset, and the check of it.
-
-`glan-local-verify RUN_DIR` replays the run from its config and reply store, without a model,
-and says whether the files in the run directory are exactly what they produce.
-"""
+"""The run manifest's contents: what anyone needs to regenerate or audit a dataset (the config
+and its hash, the teachers by content, versions, templates, inputs, output fingerprints).
+rundir.py writes it; verify.py checks a run directory against it."""
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
-import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -85,70 +81,26 @@ def with_inputs(cfg, man: dict, folder: Path):
     return cfg
 
 
+def fields(cfg, teachers: list, templates, rounds: list, schema_hashes: dict) -> dict:
+    """What a run's manifest says besides its config and fingerprints (rundir.write_manifest)."""
+    first = teachers[0]
+    return {
+        "seed": cfg.seed,
+        "model": first.identity,
+        "model_id": first.model_id,
+        "engine_id": first.engine_id,
+        **({"answer_model": teachers[1].identity, "answer_model_id": teachers[1].model_id,
+            "answer_engine_id": teachers[1].engine_id} if len(teachers) > 1 else {}),
+        "versions": versions(),
+        "templates_sha256": templates.hashes(),
+        "regenerated": rounds,      # glan-local-regen's rounds: what was asked again, with what
+        # The files outside the run directory a replay needs, by content: verify works on a copy
+        # of the run directory anywhere.
+        "inputs": inputs(cfg),
+        "schemas_sha256": schema_hashes,
+    }
+
+
 def read(run_dir: Path) -> dict | None:
     p = run_dir / "manifest.json"
     return json.loads(p.read_text()) if p.exists() else None
-
-
-class _StoreOnly:
-    """An engine that never generates: verification must find every reply in the store."""
-
-    def __init__(self):
-        self.missing: list[str] = []
-
-    def submit(self, req) -> None:
-        self.missing.append(req.key)
-
-    def abort(self, keys: list[str]) -> None:
-        self.missing = [k for k in self.missing if k not in set(keys)]
-
-    def step(self):
-        from .engine import Completion
-
-        done = [Completion(k, "", "error", 0, 0, 0, 0.0, error="not in store") for k in self.missing]
-        self.missing_total = getattr(self, "missing_total", 0) + len(done)
-        self.missing = []
-        return done
-
-
-def verify(run_dir: Path) -> tuple[bool, list[str]]:
-    """Replay the run into a scratch directory and compare every output file."""
-    from .cli import config_from_container
-    from .run import replay, teachers_of
-
-    man = read(run_dir)
-    if man is None:
-        return False, [f"no manifest.json in {run_dir}: not a finished glan-local run"]
-    engine = _StoreOnly()
-    lines = []
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as copies:
-        cfg = with_inputs(config_from_container(man["config"]), man, Path(copies))
-        replay(cfg, Path(tmp), run_dir / "store.sqlite", teachers_of(cfg, man, engine), man.get("regenerated", []))
-        missing = getattr(engine, "missing_total", 0)
-        if missing:
-            lines.append(f"{missing} requests of this config are not in the store: the templates, "
-                         "schemas or config differ from what produced it")
-        ours, on_disk, recorded = fingerprints(Path(tmp)), fingerprints(run_dir), man["fingerprints"]
-    ok = not missing
-    for name in sorted(set(ours) | set(recorded)):
-        same = ours.get(name) == recorded.get(name) == on_disk.get(name)
-        ok &= same
-        state = "identical" if same else (
-            "differs from the replay" if on_disk.get(name) != ours.get(name) else "differs from the manifest")
-        lines.append(f"{name}: {state}")
-    return ok, lines
-
-
-def verify_main() -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="glan-local-verify",
-                                 description="Check a run directory against its manifest and reply store.")
-    ap.add_argument("run_dir", type=Path)
-    args = ap.parse_args()
-    ok, lines = verify(args.run_dir)
-    for line in lines:
-        print(line)
-    print("OK: the dataset is exactly what the config and store produce" if ok else
-          "MISMATCH: the dataset is not what the config and store produce")
-    sys.exit(0 if ok else 1)

@@ -17,13 +17,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from . import manifest
-from . import levels as levels_
-from .config import ConfigError
-from .atomic import atomic_path, atomic_write_text
-from .export import export_dataset, format_summary, record_key
-from .run import lock_run_dir
+from . import levels, manifest, rundir
+from .atomic import atomic_path
+from .config import ConfigError, from_container, validate
+from .export import export_dataset, record_key
 from .store import TABLES, Store
+from .summary import format_summary
 
 # Times: shards run side by side, so the merged run took as long as its slowest shard.
 _MAX_KEYS = {"wall_s", "engine_start_s", "generation_s"}
@@ -100,11 +99,11 @@ def _records(path: Path) -> Iterator[tuple[tuple, str]]:
                 yield record_key(json.loads(line)), line if line.endswith("\n") else line + "\n"
 
 
-def merge_levels(out: Path, dirs: list[Path], levels: list[str]) -> dict[str, int]:
+def merge_levels(out: Path, dirs: list[Path], names: list[str]) -> dict[str, int]:
     """k-way merge of the shards' sorted level files (same order as export.finalize_levels)."""
     (out / "levels").mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name in levels + ["failures"]:
+    for name in names + ["failures"]:
         sources = [d / "levels" / f"{name}.jsonl" for d in dirs]
         absent = [str(s) for s in sources if not s.is_file()]
         if absent:
@@ -115,8 +114,8 @@ def merge_levels(out: Path, dirs: list[Path], levels: list[str]) -> dict[str, in
                 f.write(line)
                 n += 1
         counts[name] = n
-        if name in levels_.BY_NAME:
-            levels_.saved(name, out)
+        if name in levels.BY_NAME:
+            levels.saved(name, out)
     return counts
 
 
@@ -186,7 +185,7 @@ def merge(out: Path, shard_dirs: list[Path], quality: Optional[bool] = None,
     locks = []
     try:
         for d, _ in shards:          # a shard still running holds its lock: refused, not half-read
-            held = lock_run_dir(d)
+            held = rundir.try_lock(d)
             if held is None:
                 raise MergeError(f"{d}: a glan-local run is still using it (its lock is held): "
                                  "wait for the shard to finish, then merge")
@@ -198,8 +197,6 @@ def merge(out: Path, shard_dirs: list[Path], quality: Optional[bool] = None,
 
 
 def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], say: Callable[[str], None]) -> dict:
-    from .cli import config_from_container
-
     shards.sort(key=lambda dm: _shard(dm[1])["index"])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MergeError(f"{out} exists and is not empty: give a new directory")
@@ -207,44 +204,36 @@ def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], 
     m0 = shards[0][1]
     container = unsharded(m0["config"])
     container["out_dir"] = str(out)
-    cfg = config_from_container(container)
+    cfg = from_container(container, files=False)
     if quality is None:
         quality = cfg.quality.enabled
     if quality:
         from .quality.pipeline import preflight
 
+        validate(cfg)       # now with the files the quality step will read
         preflight(cfg.quality)
     out.mkdir(parents=True, exist_ok=True)
     say(f"merging {len(dirs)} shards into {out}")
-    levels = levels_.enabled(cfg)
-    merge_levels(out, dirs, levels)
-    rows = export_dataset(out, levels[-1])
+    enabled = levels.enabled(cfg)
+    merge_levels(out, dirs, enabled)
+    rows = export_dataset(out, enabled[-1])
     replies = merge_stores(out, dirs)
     say(f"{rows} rows; {replies} replies in {out / 'store.sqlite'}")
     summary = merge_summaries(out, shards, rows)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    want = manifest.config_hash(container)
+    rundir.write_summary(out, summary)
     # As a run of the unsharded config would: `glan-local <overrides> out_dir=OUT` resumes here.
-    atomic_write_text(out / "run-config.json", json.dumps({"config_hash": want, "config": container}, indent=1) + "\n")
+    rundir.write_config(out, container)
     schemas: dict = {}
     for _, m in shards:
         schemas.update(m.get("schemas_sha256") or {})
-    atomic_write_text(out / "manifest.json", json.dumps({
-        **m0,
-        "config": container,
-        "config_hash": want,
-        "schemas_sha256": dict(sorted(schemas.items())),
-        "fingerprints": manifest.fingerprints(out),
-        "merged_from": [{"run_dir": str(d), "shard": _shard(m), "config_hash": m["config_hash"]}
-                        for d, m in shards],
-    }, indent=2) + "\n")
+    own = ("glan_local", "config", "config_hash", "fingerprints")
+    rundir.write_manifest(out, {**{k: v for k, v in m0.items() if k not in own},
+                                "schemas_sha256": dict(sorted(schemas.items())),
+                                "merged_from": [{"run_dir": str(d), "shard": _shard(m), "config_hash": m["config_hash"]}
+                                                for d, m in shards]}, container)
     if rows and quality:
-        from .quality.pipeline import run_quality
-
         # Over the whole dataset: near-duplicates across shards are found here, not in a shard.
-        q_out = Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else out / "publish"
-        summary["quality"] = run_quality(cfg.quality, q_out, run_dir=out, seed=cfg.seed, say=say)
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        rundir.quality_tail(cfg, out, summary, say)
     print(format_summary(summary), flush=True)
     say(f"dataset: {out / 'data'} ({rows} rows); check it with: glan-local-verify {out}")
     return summary

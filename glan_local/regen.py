@@ -9,7 +9,7 @@ changed replies are generated anew. Earlier replies stay in the store.
 
 Rounds are kept in RUN_DIR/regenerated.json, which every later walk of that directory applies
 (resume, quality, verify through the manifest's copy): the directory's outputs are its config
-plus its rounds.
+plus its rounds (rounds.py).
 """
 from __future__ import annotations
 
@@ -17,53 +17,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import ConfigError, SamplingConfig
+from .errors import ConfigError
+from .rounds import SAMPLING_KEYS, load
 
-ROUNDS_FILE = "regenerated.json"
 REASONS = {"cut": "cut at max_tokens", "invalid": "invalid", "backend": "backend error"}
-SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
-
-
-@dataclass
-class Redo:
-    """How one ask is asked again: its round (the seed salt), sampling and attempts."""
-    round: int
-    sampling: SamplingConfig
-    max_attempts: int
-
-
-@dataclass
-class Rounds:
-    """Every round of a run directory, later rounds winning for an ask they share."""
-    rounds: list[dict] = field(default_factory=list)
-
-    def __post_init__(self):
-        self._asks: dict[tuple, int] = {}
-        self._levels: dict[str, int] = {}
-        for i, r in enumerate(self.rounds):
-            for level in r["selected"].get("whole_levels", []):
-                self._levels[level] = i
-            for level, node, ask in r["asks"]:
-                self._asks[(level, node, ask)] = i
-
-    def redo(self, cfg: Any, level: str, node: str, ask: int) -> Optional[Redo]:
-        i = max(self._asks.get((level, node, ask), -1), self._levels.get(level, -1))
-        if i < 0:
-            return None
-        r = self.rounds[i]
-        base = getattr(cfg.sampling, level)
-        changed = r["settings"].get("sampling", {}).get(level, {})
-        sampling = SamplingConfig(**{k: changed.get(k, getattr(base, k)) for k in SAMPLING_KEYS})
-        return Redo(r["round"], sampling, r["settings"].get("max_attempts") or cfg.engine.max_attempts)
-
-
-def load(run_dir: Path) -> Rounds:
-    p = run_dir / ROUNDS_FILE
-    return Rounds(json.loads(p.read_text()) if p.exists() else [])
 
 
 def _jsonl(path: Path):
@@ -161,7 +121,7 @@ def _regen(args) -> None:
 def new_round(run_dir: Path, levels: list[str], reasons: list[str], judge_below: Optional[int], removed: list[str],
               redo: Optional[str], overrides: list[str]) -> tuple[Any, list[dict]]:
     """The run's config and its rounds with a new one last: checked before any model loads."""
-    from .cli import config_from_container
+    from .config import from_container
     from .levels import NAMES as LEVELS
     from .manifest import read
 
@@ -174,7 +134,7 @@ def new_round(run_dir: Path, levels: list[str], reasons: list[str], judge_below:
     bad = [r for r in reasons if r not in REASONS]
     if bad:
         raise ConfigError("--reason", f"unknown reason {bad[0]}", f"use one of {', '.join(REASONS)}")
-    cfg = config_from_container(man["config"])
+    cfg = from_container(man["config"])
     settings = _settings(overrides)
     quality_dir = Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else run_dir / "publish"
     asks, whole = select(run_dir, levels, reasons, judge_below, removed, redo, quality_dir)

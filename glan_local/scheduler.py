@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from pydantic import ValidationError
 
-from .engine import Completion, Request
+from .engine import Completion, Engine, Request
 from .levels import BY_NAME, INDEX as LEVEL_INDEX, ORDER
 from .levels.base import Ask, Context, Node, Outcome
 from .prompts import Templates
@@ -103,7 +103,7 @@ def backend_reason(level: str, ask: Ask, c: Completion) -> str:
 
 
 class Scheduler:
-    def __init__(self, ctx: Context, engine: Any, store: Replies, templates: Templates,
+    def __init__(self, ctx: Context, engine: Engine, store: Replies, templates: Templates,
                  model_id: str, engine_id: dict, sink: Callable[[str, list[dict]], None],
                  failure_sink: Callable[[dict], None], stop_after: Optional[str] = None,
                  progress: Optional[Callable[[str, LevelStats], None]] = None,
@@ -123,7 +123,7 @@ class Scheduler:
         self.pipelined = ctx.cfg.engine.pipelined
         # Attempts per ask of a node: engine.max_attempts, or more where a level has few asks.
         self.attempts_for = attempts_for or (lambda node: ctx.cfg.engine.max_attempts)
-        self.rounds = rounds        # regen.Rounds: asks glan-local-regen asks again, with what
+        self.rounds = rounds        # rounds.Rounds: asks glan-local-regen asks again, with what
         self.seats = ctx.cfg.model.max_num_seqs
         self._failed_replies: Counter = Counter()   # level -> replies judged invalid (of stats.attempts)
         self.stats = {m.name: LevelStats() for m in ORDER}
@@ -321,7 +321,7 @@ class Scheduler:
                 finish_reason=c.finish_reason, prompt_tokens=c.prompt_tokens, output_tokens=c.output_tokens,
                 cached_tokens=c.cached_tokens, elapsed_s=c.elapsed_s,
                 request=req.asked,
-                vllm=getattr(self.engine, "version", "")), req.messages)
+                vllm=self.engine.version), req.messages)
             self.timings["store"] += time.perf_counter() - t1
         self._failed_replies[node.level] += value is None
         state.early[i][attempt] = (value, reason, req, c, stored is None)

@@ -35,6 +35,9 @@ class Instant:
     """INSTANT, a measuring instrument: every submitted request is finished at the next step,
     with text shaped by its schema (distinct strings per seed, so lists do not merge away)."""
 
+    version = ""          # no vLLM made these replies
+    notes: list = []
+
     def __init__(self):
         self.pending: list = []
         self.templates: dict = {}
@@ -62,6 +65,9 @@ class Instant:
                 text = self.templates[key].replace("@", seed)
             out.append(Completion(r.key, text, "stop", 10, len(text) // 4, 0, 0.0))
         return out
+
+    def close(self) -> None:
+        pass
 
 
 def _shape(schema: dict, defs: dict, n: list):

@@ -25,6 +25,9 @@ def _fill(schema: dict, rng: random.Random, defs: dict, tag: str):
 
 
 class FakeEngine:
+    version = ""          # no vLLM made these replies
+    notes: list = []
+
     def __init__(self, fault=None, batch=3):
         self.pending = []
         self.fault = fault or (lambda req: None)
@@ -40,6 +43,9 @@ class FakeEngine:
     def abort(self, keys):
         self.aborted = getattr(self, "aborted", []) + list(keys)
         self.pending = [r for r in self.pending if r.key not in set(keys)]
+
+    def close(self):
+        pass
 
     def step(self):
         rng = random.Random(len(self.submitted))

@@ -436,7 +436,7 @@ def test_backend_error_on_a_schema_names_the_level_and_the_fix(compose, world, t
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["levels"]["syllabus"]["failures"] == {"backend error": len(fails)}
     # Replaying the store (resume, verify) records the same reason, not a doubled prefix.
-    from glan_local.manifest import verify
+    from glan_local.verify import verify
 
     ok, lines = verify(tmp_path / "run")
     assert ok, lines

@@ -16,7 +16,8 @@ import psutil
 import pytest
 
 from e2e import BIN, ROOT, TINY, env, kill_when, run_glan, stored, stored_at
-from glan_local.manifest import fingerprints, verify
+from glan_local.manifest import fingerprints
+from glan_local.verify import verify
 
 pytestmark = pytest.mark.engine
 

@@ -17,7 +17,7 @@ from packaging.version import Version
 
 from glan_local import embedded
 from glan_local.config import CannotProduce
-from glan_local.model import check_turn_end, turn_end
+from glan_local.turn_end import check_turn_end, turn_end
 
 FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
          "chat_template.jinja", "model.safetensors")

@@ -144,7 +144,7 @@ def test_review_stops_after_taxonomy_and_edited_file_continues(compose, fake_mod
 
 
 def test_verify_replays_the_store_and_catches_tampering(compose, fake_model, tmp_path):
-    from glan_local.manifest import verify
+    from glan_local.verify import verify
 
     run = tmp_path / "run"
     _run(compose, fake_model, run)
@@ -188,7 +188,7 @@ def test_shared_cache_reuses_upstream_levels_across_runs(compose, fake_model, tm
 def test_answers_by_a_second_teacher_after_the_first_is_stopped(compose, fake_model, tmp_path):
     """answers.model: the question teacher generates every level up to the questions and is
     closed; only then does the answer teacher start, and it gets only the answers."""
-    from glan_local.manifest import verify
+    from glan_local.verify import verify
 
     answer_model = tmp_path / "answer-model"
     answer_model.mkdir()
@@ -262,7 +262,7 @@ def test_regeneration_reasks_only_the_picked_asks_with_new_settings(compose, fak
     import zlib
 
     from glan_local import regen
-    from glan_local.manifest import verify
+    from glan_local.verify import verify
 
     def cut_some(req):   # some answers are cut whatever the seed, unless asked with more max_tokens
         if req.level == "answers" and req.sampling["max_tokens"] < 1000 and \

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from e2e import BIN, ROOT, env, run_glan
-from glan_local.manifest import verify
+from glan_local.verify import verify
 
 pytestmark = pytest.mark.engine
 

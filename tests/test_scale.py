@@ -92,7 +92,8 @@ def _shards(compose, fake_model, tmp_path, tax_file, count=2, *extra):
 
 
 def test_two_shards_merged_equal_the_unsharded_run(compose, fake_model, tmp_path, tax_file):
-    from glan_local.manifest import read, verify
+    from glan_local.manifest import read
+    from glan_local.verify import verify
     from glan_local.merge import merge
 
     full, _ = _run(compose, fake_model, tmp_path / "full", f"taxonomy.file={tax_file}",
