@@ -4,6 +4,7 @@ directory, export, merge, the quality step, the sweep summary) can use it."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -15,6 +16,11 @@ def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        # Some file systems (CIFS, some FUSE mounts) refuse fsync on a directory: the rename is
+        # then as durable as they make it, and the file itself was synced before it.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 

@@ -153,3 +153,30 @@ def test_progress_is_a_bar_per_level_on_a_terminal_and_a_line_per_10_s_elsewhere
     bars.close()
     assert set(bars.bars) == {"taxonomy", "subjects"} and len(said) == 2
     assert "failed=1" in out.getvalue()
+
+
+def test_atomic_write_keeps_the_old_file_on_failure_and_tolerates_a_refused_directory_fsync(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from glan_local import atomic
+
+    target = tmp_path / "summary.json"
+    atomic.atomic_write_text(target, "old")
+    with pytest.raises(OSError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    # CIFS and some FUSE mounts refuse fsync on a directory (EINVAL): the write still lands.
+    real, seen = os.fsync, []
+
+    def fsync(fd):
+        seen.append(fd)
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    atomic.atomic_write_text(target, "new", shared=True)
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["summary.json"] and len(seen) == 2
