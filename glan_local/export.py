@@ -104,8 +104,7 @@ def finalize_levels(run_dir: Path, names: list[str]) -> dict[str, int]:
                 n += 1
         part.unlink(missing_ok=True)
         counts[name] = n
-        if name in levels.BY_NAME:
-            levels.saved(name, run_dir)
+        levels.saved(name, run_dir)
     return counts
 
 

@@ -114,8 +114,7 @@ def merge_levels(out: Path, dirs: list[Path], names: list[str]) -> dict[str, int
                 f.write(line)
                 n += 1
         counts[name] = n
-        if name in levels.BY_NAME:
-            levels.saved(name, out)
+        levels.saved(name, out)
     return counts
 
 

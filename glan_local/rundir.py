@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import resource
 import shutil
 import sqlite3
 from pathlib import Path
@@ -110,11 +109,6 @@ def write_manifest(run_dir: Path, fields: dict, container: dict) -> dict:
            "fingerprints": manifest.fingerprints(run_dir)}
     write_json(run_dir / "manifest.json", man)
     return man
-
-
-def peak_rss_mb() -> float:
-    """This process only (vLLM's engine core runs in its own): what the orchestration costs."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def quality_tail(cfg: Any, run_dir: Path, summary: dict, say: Callable[[str], None]) -> None:

@@ -1,12 +1,12 @@
 """A run's figures: summary.json, built from a finished walk, and the table printed from it."""
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
 
 from . import levels
-from .rundir import peak_rss_mb
 
 
 def build(cfg: Any, run_dir: Path, sched: Any, teachers: list, rows: int, rounds: list,
@@ -61,7 +61,8 @@ def build(cfg: Any, run_dir: Path, sched: Any, teachers: list, rows: int, rounds
             # Seconds of this process's own work, by part of the hot path, and of export.
             "hot_path_s": {k: round(v, 3) for k, v in sorted(sched.timings.items())},
             "wall_s": round(time.monotonic() - t_start, 1),
-            "peak_rss_mb": peak_rss_mb(),
+            # This process only (vLLM's engine core runs in its own): what the orchestration costs.
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         },
     }
 

@@ -47,7 +47,8 @@ def planned_per_discipline(cfg: Any) -> dict[str, int]:
 
 def saved(level: str, run_dir) -> None:
     """run_dir/levels/<level>.jsonl is final (a run's, or merged from shards): what the level
-    writes from it besides (the taxonomy: the editable taxonomy.yaml). Optional per level."""
-    hook = getattr(BY_NAME[level], "saved", None)
+    writes from it besides (the taxonomy: the editable taxonomy.yaml). Optional per level;
+    nothing for failures.jsonl, which no level owns."""
+    hook = getattr(BY_NAME.get(level), "saved", None)
     if hook is not None:
         hook(run_dir)
