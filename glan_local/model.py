@@ -5,9 +5,10 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .errors import ConfigError
+from .store import canonical
 
 
 def resolve_model_path(model_cfg, key: str = "model") -> Path:
@@ -59,40 +60,33 @@ def _has_chat_template(p: Path, key: str) -> bool:
 
 
 # What defines a model in its folder: weights, and the small files that configure it. Anything
-# else (README.md, LICENSE, images, training logs) and the folder's own name do not count.
+# else (README.md, LICENSE, images, training logs) and the folder's own name and place do not count.
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 DEFINING_SMALL = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                   "special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json", "vocab.txt",
                   "merges.txt", "chat_template.jinja", "chat_template.json", "preprocessor_config.json",
                   "model.safetensors.index.json", "pytorch_model.bin.index.json", "quantize_config.json")
-SAMPLE = 512                # bytes read at the start, middle and end of each tensor (or file region)
-REGIONS = 16                # fixed regions of a weight file that is not safetensors
 
 
-def model_identity(path: Path) -> dict:
-    """What a model is, by content, cheaply enough to run at every start on a 140 GB folder.
+def defining_files(path: Path) -> list[Path]:
+    return sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")
+                  and (f.suffix in WEIGHT_SUFFIXES or f.name in DEFINING_SMALL))
 
-    A Hugging Face cache snapshot is its commit. Otherwise: every defining small file hashed
-    whole, and every weight file by its size plus samples of its bytes. A safetensors file is
-    read through its header (names, dtypes, shapes, offsets, hashed whole) and 3 x 512 bytes of
-    every tensor: a fine-tune, even a merged LoRA, changes nearly every element of each tensor it
-    touches, so it cannot slip between the samples, while a 70B model costs ~2,000 small reads,
-    not 140 GB. Other weight files are sampled at 16 fixed regions. The folder's name and files
-    that do not define the model (a README added later) do not count.
-    """
+
+def model_identity(path: Path, say: Optional[Callable[[str], None]] = None) -> dict:
+    """What a model is, by content: the sha256 of every byte of each file that defines it
+    (weights, config, tokenizer, chat template), and one digest over those. Hashed once per
+    file, then remembered (hashing.py); a Hugging Face cache file is named by its sha256
+    already. The folder's name and place, and files that do not define the model (a README
+    added later), do not count: a model moved elsewhere is the same model."""
+    from .hashing import sha256_files
+
+    files = sha256_files(defining_files(path), f"the teacher's files in {path}", say)
+    digest = hashlib.sha256(canonical(files).encode()).hexdigest()
     snapshot = _hf_snapshot(path)
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if not f.is_file() or f.name.startswith("."):
-            continue
-        if f.suffix in WEIGHT_SUFFIXES:
-            h.update(f.name.encode() + b"\x00")
-            _sample_weights(f, h)
-        elif f.name in DEFINING_SMALL:
-            h.update(f.name.encode() + b"\x00" + f.read_bytes())
-    digest = h.hexdigest()
-    return {"path": str(path), "name": path.name, "files_sha256": digest,
-            "identity": f"hf:{snapshot}" if snapshot else f"content:{digest}"}
+    return {"path": str(path), "name": path.name, "sha256": digest, "files": files,
+            "hashed": "sha256 of every byte of each file listed (weights, config, tokenizer, chat template)",
+            **({"hf_snapshot": snapshot} if snapshot else {}), "identity": f"sha256:{digest}"}
 
 
 def _hf_snapshot(path: Path) -> str:
@@ -102,38 +96,6 @@ def _hf_snapshot(path: Path) -> str:
             and len(parts[-1]) == 40 and all(c in "0123456789abcdef" for c in parts[-1]):
         return parts[-3][len("models--"):].replace("--", "/") + "@" + parts[-1]
     return ""
-
-
-def _sample_weights(f: Path, h) -> None:
-    size = f.stat().st_size
-    h.update(str(size).encode() + b"\x00")
-    with open(f, "rb") as fh:
-        fd = fh.fileno()
-        spans = _safetensors_spans(fd, size, h) if f.suffix == ".safetensors" else None
-        if spans is None:      # not safetensors, or a header that does not parse: fixed regions
-            spans = [(size * k // REGIONS, size * (k + 1) // REGIONS) for k in range(REGIONS)]
-        for start, end in spans:
-            for at in sorted({start, max(start, (start + end) // 2 - SAMPLE // 2), max(start, end - SAMPLE)}):
-                h.update(os.pread(fd, min(SAMPLE, end - at), at))
-
-
-def _safetensors_spans(fd: int, size: int, h) -> Optional[list[tuple[int, int]]]:
-    """Each tensor's byte span, from the header (which is hashed whole)."""
-    if size < 8:
-        return None
-    n = int.from_bytes(os.pread(fd, 8, 0), "little")
-    if not 0 < n <= min(size - 8, 100 << 20):
-        return None
-    raw = os.pread(fd, n, 8)
-    try:
-        header = json.loads(raw)
-    except ValueError:
-        return None
-    h.update(raw)
-    base = 8 + n
-    return [(base + t["data_offsets"][0], base + t["data_offsets"][1])
-            for name, t in sorted(header.items()) if name != "__metadata__" and isinstance(t, dict)
-            and "data_offsets" in t]
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -38,24 +38,28 @@ def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
     return n
 
 
-def asks_per_group(cfg: Any, roots: Optional[list[Node]] = None) -> dict[tuple[str, int], int]:
-    """Planned asks per (level, depth in the tree), for the whole run: each depth of the
-    taxonomy is a group of its own (the root is one ask alone). roots as in planned_requests."""
-    depths, disciplines, _ = taxonomy.plan(cfg, roots)
-    groups = {(taxonomy.name, d): n for d, n in depths.items()}
+def asks_per_group(cfg: Any) -> dict[tuple[str, int], int]:
+    """Planned asks per (level, depth in the tree) that decide one subtree together: each depth
+    of a generated taxonomy (the root is one ask alone), and below it one discipline's asks of
+    each level (a flat list's parents ask: one per discipline). Never the number of disciplines,
+    so that pruning one from a reviewed taxonomy changes no other discipline's attempts."""
+    b = cfg.breadth
+    groups = {(taxonomy.name, 0): 1, (taxonomy.name, 1): b.fields,
+              (taxonomy.name, 2): b.fields * b.subfields_per_field, (taxonomy.name, 3): 1}
     for level, n in levels.planned_per_discipline(cfg).items():
-        groups[(level, levels.BY_NAME[level].DEPTH)] = disciplines * n
+        groups[(level, levels.BY_NAME[level].DEPTH)] = n
     return groups
 
 
-def attempts_rule(cfg: Any, roots: Optional[list[Node]] = None):
+def attempts_rule(cfg: Any):
     """Attempts per ask: engine.max_attempts, raised for a group of few asks so that the group
     as a whole gets at least engine.min_level_attempts tries: max(max_attempts,
     ceil(min_level_attempts / asks in the group)). A group whose every ask fails loses all that
-    hangs below it (the taxonomy root is one ask: the whole run), so with a teacher that fails
-    one attempt in two, 12 tries leave a 1-in-4096 chance where 4 left 1 in 16."""
+    hangs below it (the taxonomy root is one ask: the whole run; a discipline's subject lists:
+    the discipline), so with a teacher that fails one attempt in two, 12 tries leave a 1-in-4096
+    chance where 4 left 1 in 16."""
     e = cfg.engine
-    groups = asks_per_group(cfg, roots)
+    groups = asks_per_group(cfg)
 
     def attempts_for(node: Node) -> int:
         n = groups.get((node.level, len(node.path)), 1)

@@ -87,6 +87,10 @@ class Templates:
     def hashes(self) -> dict[str, str]:
         return {n: hashlib.sha256(t.encode()).hexdigest() for n, t in self.sources.items()}
 
+    def used(self, enabled: list[str]) -> dict[str, str]:
+        """The text of every template a run with these levels renders: its inputs."""
+        return {n: t for n, t in self.sources.items() if n == "system" or n in enabled}
+
     def render(self, name: str, **variables) -> str:
         try:
             return self.templates[name].render(language=self.language, **variables).strip()

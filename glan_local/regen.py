@@ -28,10 +28,17 @@ REASONS = {"cut": "cut at max_tokens", "invalid": "invalid", "backend": "backend
 
 def _jsonl(path: Path):
     if path.exists():
-        with open(path, encoding="utf-8") as f:
-            for line in f:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for n, line in enumerate(f, 1):
                 if line.strip():
-                    yield json.loads(line)
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        row = None
+                    if not isinstance(row, dict):
+                        raise ConfigError("run_dir", f"'{path}' line {n} is not a JSON record",
+                                          "restore the file (glan-local-verify names what differs)")
+                    yield row
 
 
 def select(run_dir: Path, levels: list[str], reasons: list[str], judge_below: Optional[int],
@@ -123,9 +130,12 @@ def new_round(run_dir: Path, levels: list[str], reasons: list[str], judge_below:
     """The run's config and its rounds with a new one last: checked before any model loads."""
     from .config import from_container
     from .levels import NAMES as LEVELS
-    from .manifest import read
+    from .manifest import Unreadable, read
 
-    man = read(run_dir)
+    try:
+        man = read(run_dir)
+    except Unreadable as e:
+        raise ConfigError("run_dir", str(e), "give the directory of a run that ended, as glan-local left it") from None
     if man is None:
         raise ConfigError("run_dir", f"'{run_dir}' has no manifest.json", "give the directory of a run that ended")
     bad = [lv for lv in levels if lv not in LEVELS]
@@ -135,6 +145,7 @@ def new_round(run_dir: Path, levels: list[str], reasons: list[str], judge_below:
     if bad:
         raise ConfigError("--reason", f"unknown reason {bad[0]}", f"use one of {', '.join(REASONS)}")
     cfg = from_container(man["config"])
+    rounds = load(run_dir).rounds
     settings = _settings(overrides)
     quality_dir = Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else run_dir / "publish"
     asks, whole = select(run_dir, levels, reasons, judge_below, removed, redo, quality_dir)
@@ -142,11 +153,13 @@ def new_round(run_dir: Path, levels: list[str], reasons: list[str], judge_below:
         raise ConfigError("glan-local-regen", f"nothing in '{run_dir}' matches the selection",
                           "check levels/failures.jsonl, levels/judge.jsonl or publish/quality/removed.jsonl "
                           "for what the run has")
-    rounds = load(run_dir).rounds
-    rounds.append({"round": len(rounds) + 1, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    # Numbered after every round the directory has (a merged run's carry their shards' numbers);
+    # a shard's round applies to that shard's disciplines only, here and once merged.
+    rounds.append({"round": max((r["round"] for r in rounds), default=0) + 1, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                    "selected": {"levels": levels, "reasons": reasons, "judge_below": judge_below,
                                 "removed": removed, "redo": redo, "whole_levels": whole},
-                   "settings": settings, "asks": asks})
+                   "settings": settings, "asks": asks,
+                   **({"scope": {"index": cfg.shard.index, "count": cfg.shard.count}} if cfg.shard.count > 1 else {})})
     return cfg, rounds
 
 if __name__ == "__main__":

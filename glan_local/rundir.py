@@ -7,16 +7,20 @@ crash leaves the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import IO, Any, Callable, Iterator, Optional
 
 from . import manifest
 from .atomic import write_json
 from .errors import ConfigError
+from .identity import Identity
 from .store import Store, check_locking
 
 # Everything a run writes but the reply store: removed by overwrite=true. The store stays,
@@ -50,6 +54,36 @@ def try_lock(run_dir: Path) -> Optional[IO]:
     return f
 
 
+@contextlib.contextmanager
+def reading(run_dir: Path) -> Iterator[None]:
+    """While a run directory is read (verify, merge's shards): its lock held shared, so that no
+    run starts writing it meanwhile (a run takes it exclusive). Opened read-only and only if it
+    exists, so nothing is created; Busy when a run holds it now."""
+    path = run_dir / ".lock"
+    if not path.exists():
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise Busy(run_dir) from None
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+class Busy(Exception):
+    """A run directory that a running glan-local holds."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"{run_dir}: a glan-local run is still using it (its lock is held)")
+        self.run_dir = run_dir
+
+
 def lock(run_dir: Path) -> IO:
     f = try_lock(run_dir)
     if f is None:
@@ -76,24 +110,56 @@ def check_stores(cfg: Any, run_dir: Path) -> None:
                               "writable directory")
 
 
-def write_config(run_dir: Path, container: dict) -> None:
-    """run-config.json: which config this directory holds, from the first second of a run (the
+def write_config(run_dir: Path, container: dict, ident: Identity) -> None:
+    """run-config.json: which run this directory holds, from the first second of a run (the
     manifest comes at its end); the quality step reads the config from it too."""
-    write_json(run_dir / CONFIG_FILE, {"config_hash": manifest.config_hash(container), "config": container}, indent=1)
+    write_json(run_dir / CONFIG_FILE, {"identity_sha256": ident.digest, "identity": ident.as_dict(),
+                                       "config": container}, indent=1)
 
 
-def claim(run_dir: Path, container: dict, overwrite: bool) -> None:
-    """Refuse a directory that holds a run of another config, unless told to overwrite."""
+def held(run_dir: Path) -> Optional[Identity]:
+    """The identity of the run a directory holds; None for a new directory. ConfigError when the
+    directory holds something else: a run of an earlier glan-local, or a damaged file."""
     owner = run_dir / CONFIG_FILE
-    if owner.exists() and json.loads(owner.read_text()).get("config_hash") != manifest.config_hash(container):
+    if not owner.exists():
+        return None
+    try:
+        return Identity.from_dict(json.loads(owner.read_text(encoding="utf-8"))["identity"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        why = ("it was made by an earlier glan-local, whose run identity mixed paths with content"
+               if isinstance(e, (KeyError, ValueError)) and not isinstance(e, json.JSONDecodeError)
+               else f"{owner.name} is damaged ({type(e).__name__})")
+        raise _Other(why) from None
+
+
+class _Other(Exception):
+    pass
+
+
+def claim(run_dir: Path, ident: Identity, container: dict, overwrite: bool, regen: bool = False) -> None:
+    """Refuse a directory that holds another run, naming what differs, unless told to overwrite.
+    regen: the same run with new regeneration rounds after its own is the same run."""
+    try:
+        old = held(run_dir)
+        why = None if old is None or old.digest == ident.digest or (regen and ident.extends(old)) else \
+            _why(old.differences(ident))
+    except _Other as e:
+        why = str(e)
+    if why is not None:
         if not overwrite:
-            raise ConfigError("out_dir", f"'{run_dir}' holds a run of a different config",
-                              "choose another out_dir, or add overwrite=true to replace its outputs "
-                              "(its reply store is kept and reused)")
+            raise ConfigError("out_dir", f"'{run_dir}' holds another run: {why}",
+                              "add overwrite=true to replace its outputs (its reply store is kept, and reused "
+                              "wherever replies still match), or give a new out_dir=<path>")
         for name in OUTPUTS:
             p = run_dir / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    write_config(run_dir, container)
+    write_config(run_dir, container, ident)
+
+
+def _why(differences: list[str]) -> str:
+    more = f" (and {len(differences) - 1} more difference{'s' if len(differences) > 2 else ''})" \
+        if len(differences) > 1 else ""
+    return differences[0] + more
 
 
 # --- the files that describe a run ------------------------------------------------------------
@@ -103,12 +169,24 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 
 
 def write_manifest(run_dir: Path, fields: dict, container: dict) -> dict:
-    """manifest.json: the given fields, with the config and the fingerprints of the outputs."""
-    man = {"glan_local": "glan-local run manifest v1", "config": container,
-           "config_hash": manifest.config_hash(container), **fields,
-           "fingerprints": manifest.fingerprints(run_dir)}
+    """manifest.json: the given fields (identity first), the config and the fingerprints of the
+    outputs; the quality step's files are added by quality_tail once it has written them."""
+    man = {"glan_local": manifest.MANIFEST, **fields, "config": container,
+           "fingerprints": manifest.fingerprints(run_dir), "published": {}}
     write_json(run_dir / "manifest.json", man)
     return man
+
+
+def publish_dir(cfg: Any, run_dir: Path) -> Path:
+    return Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else run_dir / "publish"
+
+
+def record_published(run_dir: Path, out: Path) -> None:
+    """The manifest's hashes of the quality step's files, after it (re)wrote them."""
+    man = manifest.read(run_dir)
+    if man is not None:
+        man["published"] = manifest.published(run_dir, out)
+        write_json(run_dir / "manifest.json", man)
 
 
 def quality_tail(cfg: Any, run_dir: Path, summary: dict, say: Callable[[str], None]) -> None:
@@ -117,6 +195,7 @@ def quality_tail(cfg: Any, run_dir: Path, summary: dict, say: Callable[[str], No
     summary.json is written, since the card and the report read the run's figures."""
     from .quality.pipeline import run_quality
 
-    out = Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else run_dir / "publish"
+    out = publish_dir(cfg, run_dir)
     summary["quality"] = run_quality(cfg.quality, out, run_dir=run_dir, seed=cfg.seed, say=say)
     write_summary(run_dir, summary)
+    record_published(run_dir, out)

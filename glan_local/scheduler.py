@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 from pydantic import ValidationError
 
 from .engine import Completion, Engine, Request
+from .errors import CannotProduce, EngineFailed
 from .levels import BY_NAME, INDEX as LEVEL_INDEX, ORDER
 from .levels.base import Ask, Context, Node, Outcome
 from .prompts import Templates
@@ -48,6 +49,10 @@ class LevelStats:
     wasted: int = 0           # of those, replies not needed (an earlier attempt was valid)
     wasted_output_tokens: int = 0
     aborted: int = 0          # unneeded attempts stopped in the engine before they finished
+    engine_retried: int = 0   # requests the engine failed (an exception, finish_reason error) and that were sent again
+    # Judged replies by outcome: valid, cut (at max_tokens), schema (invalid); asks redone by
+    # glan-local-regen by why their round picked them (rounds.why: judge, language, failures ...).
+    reasons: Counter = field(default_factory=Counter)
     first_submit: Optional[float] = None
     last_done: Optional[float] = None
 
@@ -59,6 +64,7 @@ class LevelStats:
                 "items": self.items, "redone": self.redone, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
                 "cached_prompt_tokens": self.cached_prompt_tokens, "speculative": self.speculative,
                 "wasted": self.wasted, "wasted_output_tokens": self.wasted_output_tokens, "aborted": self.aborted,
+                "engine_retried": self.engine_retried, "attempts_by_reason": dict(sorted(self.reasons.items())),
                 "wall_s": round(span, 2),
                 "output_tokens_per_s": round(self.output_tokens / span, 1) if span > 0 else 0.0}
 
@@ -88,6 +94,19 @@ class _NodeState:
     def __post_init__(self):
         n = len(self.asks)
         self.launched, self.needed, self.early, self.settled = [0] * n, [0] * n, [{} for _ in range(n)], [False] * n
+
+
+# The model's own replies: what it generated ended by itself or at max_tokens. Any other end
+# (finish_reason error or abort, an exception) is the engine's failure, never the request's outcome.
+MODEL_FINISH = ("stop", "length")
+
+
+def _engine_fix(reason: str) -> str:
+    if "timed out" in reason:
+        return "raise engine.regex_timeout_s, or set engine.backend=xgrammar"
+    if "[the " in reason:       # a schema is involved
+        return "try engine.backend=xgrammar or engine.backend=guidance"
+    return "check the teacher and the engine (GLAN_DEBUG=1, verbose=true show vLLM's own messages)"
 
 
 def backend_reason(level: str, ask: Ask, c: Completion) -> str:
@@ -141,6 +160,11 @@ class Scheduler:
         self.seated_sum = 0.0
         self.idle_s = 0.0
         self.schema_hashes: dict[str, str] = {}   # level -> sha256 of each distinct schema, for the manifest
+        # Requests the engine failed, waiting out their backoff: (when, seq, state, ask, attempt).
+        self._delayed: list = []
+        self._engine_tries: Counter = Counter()     # request key -> engine failures so far
+        # verify's replay: a reply the store lacks is a failed attempt, never sent again.
+        self.replay = False
 
     # --- building requests ---------------------------------------------------------------
     def _request(self, state: _NodeState, i: int, attempt: int) -> Request:
@@ -187,6 +211,9 @@ class Scheduler:
                            [r.max_attempts if r else attempts for r in redo], redo)
         self.stats[node.level].planned += len(asks)
         self.stats[node.level].redone += sum(r is not None for r in redo)
+        for r in redo:
+            if r is not None:
+                self.stats[node.level].reasons[f"regen: {r.why}"] += 1
         if not asks:
             self._finish(state)
         for i in range(len(asks)):
@@ -204,6 +231,7 @@ class Scheduler:
         for r in roots:
             self.add(r)
         while True:
+            self._ready()
             cap = self.max_in_flight
             while self._queue and len(self._in_flight) < cap:
                 _, _, state, i, attempt = heapq.heappop(self._queue)
@@ -211,6 +239,9 @@ class Scheduler:
             if not self._queue and self._in_flight and len(self._in_flight) < self.speculate_below:
                 self._speculate()
             if not self._in_flight and not self._queue:
+                if self._delayed:       # only retries of engine failures left: wait for the first
+                    time.sleep(max(0.0, self._delayed[0][0] - time.monotonic()))
+                    continue
                 if not self._held or ORDER[min(self._held)].name in self.deferred:
                     break
                 for node in self._held.pop(min(self._held)):
@@ -222,7 +253,7 @@ class Scheduler:
                 self.seated_sum += min(len(self._in_flight), self.seats) / self.seats
                 idle = len(self._in_flight) < self.seats
                 t = time.perf_counter()
-                done = self.engine.step()
+                done = self._engine_call(self.engine.step)
                 dt = time.perf_counter() - t
                 self.engine_s += dt
                 self.idle_s += dt if idle else 0.0
@@ -268,6 +299,8 @@ class Scheduler:
         t = time.perf_counter()
         stored, source = self.store.get(req.key)
         self.timings["store"] += time.perf_counter() - t
+        if stored is not None and stored.status == "failed" and stored.finish_reason not in MODEL_FINISH:
+            stored = None       # an engine failure stored by an earlier glan-local: asked again
         if stored is not None:
             if source == "cache":
                 st.from_cache += 1
@@ -278,7 +311,45 @@ class Scheduler:
         if st.first_submit is None:
             st.first_submit = time.monotonic()
         self._in_flight[req.key] = (state, i, attempt, req)
-        self.engine.submit(req)
+        self._engine_call(self.engine.submit, req)
+
+    def _engine_call(self, call, *args):
+        """An engine that raises has died (a dead worker, out of memory): the run stops with what
+        it stored, and the same command resumes it. Nothing of it is stored as a reply."""
+        try:
+            return call(*args)
+        except (KeyboardInterrupt, CannotProduce):
+            raise
+        except Exception as e:
+            self.store.commit()
+            raise EngineFailed(f"the teacher's engine failed ({type(e).__name__}: {' '.join(str(e).split())[:200]})",
+                               "every reply finished so far is stored: run the same command again to resume") from e
+
+    def _ready(self) -> None:
+        """Move engine-failed requests whose backoff is over back into the queue."""
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, state, i, attempt = heapq.heappop(self._delayed)
+            if not state.settled[i]:
+                self._push(state, i, attempt)
+
+    def _engine_error(self, state: _NodeState, i: int, attempt: int, req: Request, c: Completion) -> None:
+        """The engine failed this request (not the model's reply): never stored, sent again
+        after a backoff, and past engine.error_retries the run stops, resumable."""
+        st = self.stats[state.node.level]
+        self._engine_tries[req.key] += 1
+        tries = self._engine_tries[req.key]
+        e = self.ctx.cfg.engine
+        if tries > e.error_retries:
+            self.store.commit()
+            reason = backend_reason(state.node.level, state.asks[i], c)
+            raise EngineFailed(f"the engine failed a {state.node.level} request {tries} times in a row ({reason})",
+                               f"{_engine_fix(reason)}; every reply finished so far is stored, and the same "
+                               "command resumes")
+        st.engine_retried += 1
+        self._seq += 1
+        heapq.heappush(self._delayed, (time.monotonic() + e.error_backoff_s * 2 ** (tries - 1), self._seq,
+                                       state, i, attempt))
 
     def _validate(self, ask: Ask, c: Completion, level: str = "") -> tuple[Any, str]:
         """(value, "") or (None, reason)."""
@@ -300,6 +371,13 @@ class Scheduler:
 
     def _handle(self, state: _NodeState, i: int, attempt: int, req: Request,
                 c: Optional[Completion], stored: Optional[StoredReply]) -> None:
+        if c is not None and c.finish_reason not in MODEL_FINISH:
+            if not self.replay:
+                self._engine_error(state, i, attempt, req, c)
+                return
+            # verify's replay: a reply the store lacks ends its ask (later attempts were never
+            # asked either); verify counts it.
+            state.max_attempts[i] = min(state.max_attempts[i], attempt + 1)
         node, st = state.node, self.stats[state.node.level]
         if stored is not None:
             c = Completion(stored.key, stored.text, stored.finish_reason, stored.prompt_tokens,
@@ -324,6 +402,8 @@ class Scheduler:
                 vllm=self.engine.version), req.messages)
             self.timings["store"] += time.perf_counter() - t1
         self._failed_replies[node.level] += value is None
+        st.reasons["valid" if value is not None else "cut" if reason.startswith("cut") else
+                   "engine" if reason.startswith("backend error") else "schema"] += 1
         state.early[i][attempt] = (value, reason, req, c, stored is None)
         self._settle(state, i)
 

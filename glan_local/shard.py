@@ -37,6 +37,13 @@ def assign(weights: list[int], count: int) -> list[int]:
     return out
 
 
+def assignment(roots: list[Node], count: int, cfg: Any) -> dict[str, int]:
+    """Shard index of each root (by its id) for `count` shards; the same whatever order the
+    roots come in: it depends on the taxonomy only."""
+    ordered = sorted(roots, key=lambda r: r.path)
+    return {r.id: s for r, s in zip(ordered, assign([weight(r, cfg) for r in ordered], count))}
+
+
 def select(roots: list[Node], cfg: Any) -> list[Node]:
     """This shard's root nodes. With shard.count=1, all of them, whatever they are."""
     index, count = cfg.shard.index, cfg.shard.count
@@ -49,7 +56,5 @@ def select(roots: list[Node], cfg: Any) -> list[Node]:
     if count > len(roots):
         raise ConfigError("shard.count", f"{count} shards for the {len(roots)} disciplines of taxonomy.file "
                           "leave some shards empty", f"use shard.count={max(len(roots), 1)} or fewer")
-    # Tree order first, whatever order the roots came in: the assignment depends on the taxonomy only.
-    ordered = sorted(roots, key=lambda r: r.path)
-    shards = assign([weight(r, cfg) for r in ordered], count)
-    return [r for r, s in zip(ordered, shards) if s == index]
+    shard_of = assignment(roots, count, cfg)
+    return sorted((r for r in roots if shard_of[r.id] == index), key=lambda r: r.path)

@@ -16,17 +16,21 @@ there is written one file per writer (CacheDir): no two processes ever write one
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
+from urllib.parse import quote
 
 
 # Encoders built once: json.dumps with options builds a new encoder per call, on the hot path.
@@ -139,14 +143,17 @@ def check_locking(path: Path, key: str) -> bool:
 
 
 class Store:
-    def __init__(self, path: Path, network: Optional[bool] = None, readonly: bool = False):
-        """network: None finds out (filesystem); readonly: another writer's file of a CacheDir."""
+    def __init__(self, path: Path, network: Optional[bool] = None, readonly: bool = False,
+                 immutable: bool = False):
+        """network: None finds out (filesystem); readonly: another writer's file of a CacheDir;
+        immutable: nothing at all is written beside the file (no -shm, no -wal: see read_only)."""
         if not readonly:
             path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.network = filesystem(path)[0] in NETWORK_FS if network is None else network
+        self.readonly = readonly
         # A shared cache may be written by several sweep jobs at once: wait for the lock.
-        target = f"file:{path}?mode=ro" if readonly else str(path)
+        target = f"file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}" if readonly else str(path)
         self.db = sqlite3.connect(target, uri=readonly, isolation_level=None, check_same_thread=False, timeout=120)
         self._known: dict[str, None] = {}
         # Rows put since the last commit, written in one statement per table at commit.
@@ -250,8 +257,47 @@ class Store:
         return self.db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
     def close(self) -> None:
-        self.commit()
+        if not self.readonly:
+            self.commit()
         self.db.close()
+
+
+class NotAStore(Exception):
+    """A file that is not a reply store glan-local wrote: one line naming it."""
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[Store]:
+    """A run's store, opened so that nothing is written in its directory: SQLite's read-only
+    mode still creates -shm and -wal files beside a WAL database, so the file is opened
+    immutable. Replies committed to a WAL that was never checkpointed (a run killed before it
+    closed its store) are not in the file itself: then a copy of both, made elsewhere, is read."""
+    if not path.is_file():
+        raise NotAStore(f"{path} is missing: the run's replies are needed")
+    wal = path.with_name(path.name + "-wal")
+    with tempfile.TemporaryDirectory(prefix="glan-verify-") as tmp:
+        if wal.is_file() and wal.stat().st_size > 0:
+            copy = Path(tmp) / path.name
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            store = Store(copy, network=False)
+        else:
+            store = Store(path, network=False, readonly=True, immutable=True)
+        try:
+            have = {row[1] for row in store.db.execute("PRAGMA table_info(replies)")}
+            if not {"key", "text", "status"} <= have:
+                raise NotAStore(f"{path} holds no glan-local replies (no replies table)")
+            store.db.execute("SELECT count(*) FROM replies").fetchone()
+        except sqlite3.DatabaseError as e:
+            store.db.close()
+            raise NotAStore(f"{path} is not a glan-local reply store ({e})") from None
+        except NotAStore:
+            store.db.close()
+            raise
+        try:
+            yield store
+        finally:
+            store.db.close()
 
 
 class CacheDir:
@@ -314,11 +360,12 @@ class Replies:
     """The run's own store, backed by an optional shared cache across runs (CacheDir).
 
     A reply found only in the cache is copied into the run's store, so a run directory always
-    holds every reply its dataset came from (what `glan-local-verify` replays).
+    holds every reply its dataset came from (what `glan-local-verify` replays). A read-only
+    Replies (verify's) stores nothing: what the walk would put is dropped.
     """
 
-    def __init__(self, run_store: Store, cache: Optional[CacheDir] = None):
-        self.run, self.cache = run_store, cache
+    def __init__(self, run_store: Store, cache: Optional[CacheDir] = None, readonly: bool = False):
+        self.run, self.cache, self.readonly = run_store, cache, readonly
 
     def get(self, key: str) -> tuple[Optional[StoredReply], str]:
         hit = self.run.get(key)
@@ -335,22 +382,30 @@ class Replies:
         return None, ""
 
     def put(self, reply: StoredReply, messages: list[dict]) -> None:
+        if self.readonly:
+            return
         self.run.put(reply, messages)
         if self.cache is not None:
             self.cache.put(reply, messages)
 
     def put_schema(self, sha: str, schema: dict) -> None:
+        if self.readonly:
+            return
         self.run.put_schema(sha, schema)
         if self.cache is not None:
             self.cache.put_schema(sha, schema)
 
     def commit(self) -> None:
         """One transaction per engine step: what was put since the last commit is now durable."""
+        if self.readonly:
+            return
         self.run.commit()
         if self.cache is not None:
             self.cache.commit()
 
     def close(self) -> None:
+        if self.readonly:
+            return     # whoever opened a read-only store closes it (store.read_only)
         self.run.close()
         if self.cache is not None:
             self.cache.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ def build(cfg: Any, run_dir: Path, sched: Any, teachers: list, rows: int, rounds
             "generated": sum(s.attempts - s.from_store - s.from_cache for s in stats.values()),
             "from_store": sum(s.from_store for s in stats.values()),
             "from_cache": sum(s.from_cache for s in stats.values()),
+            # Why requests were asked: valid / cut / schema replies judged, engine failures sent
+            # again (never stored), asks glan-local-regen redid by why their round picked them.
+            "attempts_by_reason": dict(sorted((sum((s.reasons for s in stats.values()), Counter())
+                                               + Counter({"engine_retried": sum(s.engine_retried
+                                                                                for s in stats.values())})).items())),
             "output_tokens": out_tokens,
             "prompt_tokens": sum(s.prompt_tokens for s in stats.values()),
             "cached_prompt_tokens": sum(s.cached_prompt_tokens for s in stats.values()),

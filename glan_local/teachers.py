@@ -9,7 +9,6 @@ from typing import Any, Callable, Optional
 
 from .engine import Completion, Engine, Request, engine_identity, self_check
 from .levels import teacher_levels
-from .model import model_identity
 
 
 @dataclass
@@ -78,7 +77,8 @@ def specs(cfg: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
 
 def start(cfg: Any, specs_paths: list, longest: dict, engine_factory: Optional[Callable[[Path], Engine]],
           say: Callable[[str], None]) -> list[Teacher]:
-    """The run's teachers, each with an engine that starts when first needed."""
+    """The run's teachers, each with an engine that starts when first needed. specs_paths:
+    (spec, the model's folder, its model.model_identity) per teacher."""
     backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
 
     def starter(key: str, m: Any, path: Path) -> Callable[[], Engine]:
@@ -89,10 +89,9 @@ def start(cfg: Any, specs_paths: list, longest: dict, engine_factory: Optional[C
         return lambda: VllmEngine(path, m, cfg.engine, longest.get(key), cfg.verbose)
 
     teachers = []
-    for (key, m, levels), path in specs_paths:
+    for (key, m, levels), path, identity in specs_paths:
         say_start = (lambda m=m, path=path, levels=levels: say(
             f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
-        identity = model_identity(path)
         teachers.append(Teacher(m.name, levels, LazyEngine(starter(key, m, path), say_start, backend, say),
                                 identity["identity"], engine_identity(m, backend), m.max_num_seqs, identity))
     return teachers

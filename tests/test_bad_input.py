@@ -417,33 +417,32 @@ class SchemaFails(FakeEngine):
         return c
 
 
-def test_backend_error_on_a_schema_names_the_level_and_the_fix(compose, world, tmp_path, monkeypatch, capsys, record):
-    # min_level_attempts=1: each syllabus gets exactly engine.max_attempts, whatever the level's size.
-    cfg = compose(f"model.path={world.model}", "engine.max_attempts=2", "engine.min_level_attempts=1",
-                  "quality.enabled=false")
-    code, line, _ = job(cfg, tmp_path / "run", SchemaFails(), monkeypatch, capsys)
-    # Every syllabus failed, so nothing below it ran: one line naming the level, the reason, the
-    # backend and what to try, and exit 3; the failed attempts stay in the run directory.
-    assert code == 3 and line.startswith("[glan-local] error: every request of the syllabus level failed")
-    assert "backend outlines" in line and "Fix: try engine.backend=xgrammar or engine.backend=guidance" in line \
-        and "store.sqlite" in line
-    fails = [json.loads(line) for line in open(tmp_path / "run" / "levels" / "failures.jsonl")]
-    assert fails and all(f["level"] == "syllabus" and f["attempts"] == 2 for f in fails)
-    reason = fails[0]["reason"]
-    assert "\n" not in reason and reason.startswith("backend error: ValueError")
-    assert "syllabus level's JSON schema" in reason and "engine.regex_timeout_s" in reason \
-        and "engine.backend=xgrammar" in reason
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["levels"]["syllabus"]["failures"] == {"backend error": len(fails)}
-    # Replaying the store (resume, verify) records the same reason, not a doubled prefix.
-    from glan_local.verify import verify
+def test_backend_error_on_a_schema_is_retried_never_stored_and_the_run_resumes(compose, world, tmp_path, monkeypatch,
+                                                                               capsys, record):
+    """An engine failure (here: a schema the backend cannot compile) is not the model's reply:
+    it is sent again with backoff, never stored as the request's outcome, and past
+    engine.error_retries the run stops with one line; the same command resumes once fixed."""
+    ov = (f"model.path={world.model}", "engine.max_attempts=2", "engine.min_level_attempts=1",
+          "engine.error_backoff_s=0", "quality.enabled=false")
+    code, line, _ = job(compose(*ov), tmp_path / "run", SchemaFails(), monkeypatch, capsys)
+    assert code == 3 and line.startswith("[glan-local] error: the engine failed a syllabus request 4 times in a row "
+                                         "(backend error: ValueError: regex compilation"), line
+    assert "syllabus level's JSON schema" in line and "Fix: raise engine.regex_timeout_s, or set " \
+        "engine.backend=xgrammar" in line and "the same command resumes" in line and "glan.log" in line
+    assert "\n" not in line
+    from e2e import stored
 
-    ok, lines = verify(tmp_path / "run")
-    assert ok, lines
-    record("schemas", "a schema the backend cannot compile (vLLM fails the request)",
-           "fake engine: finish_reason=error on every syllabus request", reason,
-           "- (retried, then recorded)")
-    record("schemas", "a whole level that failed every attempt (here: the syllabus schema above)",
+    assert not stored(tmp_path / "run", "syllabus"), "an engine failure was stored as the request's outcome"
+    upstream = stored(tmp_path / "run")
+    assert upstream and (tmp_path / "run" / "glan.log").read_text().count("Traceback") >= 1
+    # The same command with a working engine: nothing above the syllabi is asked again.
+    from glan_local.run import generate
+
+    eng = FakeEngine()
+    s = generate(compose(*ov), tmp_path / "run", engine_factory=lambda p: eng)
+    assert s["rows"] > 0 and not [r for r in eng.submitted if r.level in ("taxonomy", "subjects")]
+    assert s["levels"]["syllabus"]["failures"] == {}
+    record("schemas", "a schema the backend cannot compile (vLLM fails every request with it)",
            "fake engine: finish_reason=error on every syllabus request", line, code)
 
 

@@ -316,7 +316,7 @@ def test_a_run_ends_with_the_quality_step(compose, fake_model, tmp_path):
 
     def fault(req):      # a third of the answers fail every attempt (their prompt decides, not the seed)
         if req.level == "answers" and zlib.crc32(req.messages[-1]["content"].encode()) % 3 == 0:
-            return ("", "error")
+            return ("An answer that runs on and", "length")
         return None
 
     cfg = compose(f"model.path={fake_model}", "quality.report.embeddings=false", "engine.max_attempts=2")

@@ -51,10 +51,30 @@ def test_identity_is_the_content_not_the_folder(tmp_path):
     assert model_identity(renamed)["identity"] != model_identity(run1)["identity"]
 
 
-def test_a_hugging_face_snapshot_is_its_commit(tmp_path):
+def test_a_hugging_face_snapshot_is_named_and_its_blobs_are_their_sha256(tmp_path):
+    """A hub cache snapshot: its files are symlinks to blobs/<sha256>, taken as their digests
+    (a whole file only); the manifest names the snapshot's commit beside the content identity."""
+    import hashlib
+    import os
+
     commit = "0123456789abcdef0123456789abcdef01234567"
-    snap = _model(tmp_path / "hub" / "models--Org--Some-Model" / "snapshots" / commit, 3)
-    assert model_identity(snap)["identity"] == f"hf:Org/Some-Model@{commit}"
+    src = _model(tmp_path / "src", 3)
+    repo = tmp_path / "hub" / "models--Org--Some-Model"
+    snap = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in src.iterdir():
+        data = f.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snap), snap / f.name)
+    ident = model_identity(snap)
+    assert ident["hf_snapshot"] == f"Org/Some-Model@{commit}"
+    assert ident["identity"] == model_identity(src)["identity"]       # the same bytes, by their names
+    # A blob named by a sha256 it does not match (a truncated download) is hashed, not trusted.
+    weights = (repo / "blobs" / ident["files"]["model.safetensors"])
+    weights.write_bytes(weights.read_bytes()[:-64])
+    assert model_identity(snap)["files"]["model.safetensors"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
 def test_output_changing_extra_keys_are_in_the_key(compose):
@@ -75,7 +95,7 @@ def test_a_renamed_model_folder_resumes_with_nothing_regenerated(compose, tmp_pa
     (moved / "README.md").write_text("moved\n")
     eng = FakeEngine()
     again = generate(compose(f"model.path={moved}", "model.name=model", "quality.enabled=false",
-                             "engine.speculate_below=0", "overwrite=true"), out, engine_factory=lambda p: eng)
+                             "engine.speculate_below=0"), out, engine_factory=lambda p: eng)
     assert eng.submitted == [] and again["totals"]["generated"] == 0
     assert again["totals"]["from_store"] == first["totals"]["generated"] > 0
     assert again["rows"] == first["rows"]

@@ -72,7 +72,10 @@ def test_taxonomy_file_round_trip_and_errors(tmp_path):
     p = tmp_path / "tax.yaml"
     p.write_text(yaml.safe_dump(taxonomy.to_file(recs)))
     nodes = taxonomy.load(str(p))
-    assert [(n.path, n.data["discipline"]) for n in nodes] == [((0, 0, 0), "D1"), ((0, 0, 1), "D2"), ((1, 0, 0), "E")]
+    part = taxonomy.name_part
+    assert [(n.path, n.data["discipline"]) for n in nodes] == [
+        ((part("F"), part("S"), part("D1")), "D1"), ((part("F"), part("S"), part("D2")), "D2"),
+        ((part("G"), part("T"), part("E")), "E")]
     for text in ("fields: [", "{}", "fields: []", "fields: [{name: F, subfields: [{name: S, disciplines: []}]}]",
                  "fields: [{name: F, subfields: [{name: S, disciplines: [A, a]}]}]"):
         p.write_text(text)
@@ -119,15 +122,15 @@ def test_small_levels_get_more_attempts(compose):
     cfg = compose("breadth=tiny")                       # 2 fields x 1 sub-field x 1 discipline
     groups = asks_per_group(cfg)
     assert groups[("taxonomy", 0)] == 1 and groups[("taxonomy", 1)] == 2 and groups[("taxonomy", 2)] == 2
-    assert groups[("subjects", 3)] == 2 * 2 and groups[("questions", 5)] == 2 * 2 * 2
+    # Below the taxonomy, one discipline's asks of a level are a group, however many disciplines.
+    assert groups[("subjects", 3)] == 2 and groups[("syllabus", 4)] == 2 and groups[("questions", 5)] == 2 * 2
     rule = attempts_rule(cfg)
-    assert rule(Node("taxonomy", ())) == 12 and rule(Node("taxonomy", (0,))) == 6
-    assert rule(Node("subjects", (0, 0, 0))) == 4 and rule(Node("answers", (0, 0, 0, 0, 0))) == 4
+    p = ("a", "b", "c", "d", "e")
+    assert rule(Node("taxonomy", ())) == 12 and rule(Node("taxonomy", p[:1])) == 6
+    assert rule(Node("subjects", p[:3])) == 6 and rule(Node("answers", p)) == 4
+    assert rule(Node("taxonomy", p[:3])) == 12          # a flat list's parents ask: one per discipline
     one = attempts_rule(compose("breadth=tiny", "engine.min_level_attempts=1", "engine.max_attempts=2"))
     assert one(Node("taxonomy", ())) == 2
-    # A one-discipline taxonomy file: that discipline's subject lists are the group.
-    flat = [Node("subjects", (0, 0, 0), {"field": "f", "subfield": "s", "discipline": "d"})]
-    assert attempts_rule(cfg, flat)(Node("subjects", (0, 0, 0))) == 6
 
 
 def test_progress_is_a_bar_per_level_on_a_terminal_and_a_line_per_10_s_elsewhere(monkeypatch):

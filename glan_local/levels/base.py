@@ -16,6 +16,8 @@ The scheduler, the planner and the engine know nothing of any particular level.
 """
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Callable, Optional
@@ -36,15 +38,32 @@ def non_blank(v: str) -> str:
 Text = Annotated[str, AfterValidator(non_blank)]
 
 
-def node_id(path: tuple[int, ...]) -> str:
-    """Fixed-width so that sorting ids as strings is sorting in tree order."""
-    return ".".join(f"{i:05d}" for i in path) or "root"
+def normal_name(name: str) -> str:
+    """A name as compared for sameness: Unicode-normalised, case-folded, spaces collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def name_part(name: str) -> str:
+    """A node's part of its id, from its name: the same name gives the same part wherever its
+    siblings are. Ids (and so seeds and request keys) follow names, never positions: pruning
+    or adding a discipline in a reviewed taxonomy leaves every other node's requests as they were."""
+    return hashlib.blake2b(normal_name(name).encode(), digest_size=5).hexdigest()
+
+
+def index_part(i: int) -> str:
+    """The part of a node numbered within its parent's reply (a syllabus's questions)."""
+    return f"{i:05d}"
+
+
+def node_id(path: tuple[str, ...]) -> str:
+    """Parts joined by dots: sorting ids as strings keeps every subtree together."""
+    return ".".join(path) or "root"
 
 
 @dataclass
 class Node:
     level: str
-    path: tuple[int, ...]
+    path: tuple[str, ...]      # name_part / index_part from the root down
     data: dict = field(default_factory=dict)
 
     @cached_property

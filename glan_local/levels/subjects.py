@@ -13,7 +13,7 @@ from typing import Optional
 
 from pydantic import BaseModel, Field, create_model
 
-from .base import Ask, Context, Node, Outcome, Text
+from .base import Ask, Context, Node, Outcome, Text, name_part
 
 name = "subjects"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -89,8 +89,9 @@ def _merged(outcomes: list[Optional[Outcome]], ctx: Context) -> list[dict]:
 
 
 def children(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> list[Node]:
-    return [Node("syllabus", node.path + (i,), {**node.data, "subject": s})
-            for i, s in enumerate(_merged(outcomes, ctx))]
+    # Merged names are distinct once normalised: each subject's id part is its name's.
+    return [Node("syllabus", node.path + (name_part(normalize(s["name"])),), {**node.data, "subject": s})
+            for s in _merged(outcomes, ctx)]
 
 
 def records(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> list[dict]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, create_model
 
 from .. import sampling
 from ..seeds import derive_seed
-from .base import Ask, Context, Node, Outcome, Text
+from .base import Ask, Context, Node, Outcome, Text, index_part
 
 name = "syllabus"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -67,7 +67,7 @@ def children(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> lis
     shared = {**node.data, "syllabus": syllabus, "syllabus_request": o.key}
     out = []
     for q, (chosen, concepts) in enumerate(combos):
-        out.append(Node("questions", node.path + (q,), {
+        out.append(Node("questions", node.path + (index_part(q),), {
             **shared,
             "strategy": "single-session" if len(chosen) == 1 else "two-session",
             "session_indices": list(chosen),

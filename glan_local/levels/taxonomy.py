@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
-from .base import Ask, Context, Node, Outcome, Text
+from .base import Ask, Context, Node, Outcome, Text, name_part, normal_name
 
 name = "taxonomy"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -50,7 +50,7 @@ def schema(count: int) -> type[BaseModel]:
 
 
 def _distinct(cls, v: list[str]) -> list[str]:
-    if len({x.casefold() for x in v}) != len(v):
+    if len({normal_name(x) for x in v}) != len(v):
         raise ValueError("names repeat")
     return v
 
@@ -96,20 +96,19 @@ def children(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> lis
     if outcomes[0] is None:
         return []
     depth, value, t = node.data["depth"], outcomes[0].value, ctx.cfg.taxonomy
-    if depth == "classify":
-        return select([discipline_node(node.path, value.field, value.subfield, node.data["discipline"])], ctx)
+    if depth == "classify":     # the discipline keeps the id of its line in the list
+        return select([discipline_node(value.field, value.subfield, node.data["discipline"], node.path)], ctx)
     # Excluded fields and sub-fields are pruned before their subtrees are generated.
     if depth == "field":
         ctx.dropped += [n for n in value.names if _matches(t.exclude, [n])]
-        return [Node(name, node.path + (i,), {"depth": "subfield", "field": n})
-                for i, n in enumerate(value.names) if not _matches(t.exclude, [n])]
+        return [Node(name, node.path + (name_part(n),), {"depth": "subfield", "field": n})
+                for n in value.names if not _matches(t.exclude, [n])]
     if depth == "subfield":
         f = node.data["field"]
         ctx.dropped += [f"{f}/{n}" for n in value.names if _matches(t.exclude, [f, n, f"{f}/{n}"])]
-        return [Node(name, node.path + (i,), {"depth": "discipline", "field": f, "subfield": n})
-                for i, n in enumerate(value.names) if not _matches(t.exclude, [f, n, f"{f}/{n}"])]
-    return select([discipline_node(node.path + (i,), node.data["field"], node.data["subfield"], n)
-                   for i, n in enumerate(value.names)], ctx)
+        return [Node(name, node.path + (name_part(n),), {"depth": "discipline", "field": f, "subfield": n})
+                for n in value.names if not _matches(t.exclude, [f, n, f"{f}/{n}"])]
+    return select([discipline_node(node.data["field"], node.data["subfield"], n) for n in value.names], ctx)
 
 
 def records(node: Node, outcomes: list[Optional[Outcome]], ctx: Context) -> list[dict]:
@@ -133,7 +132,9 @@ def saved(run_dir: Path) -> None:
                       + yaml.safe_dump(to_file(disciplines), sort_keys=False, allow_unicode=True))
 
 
-def discipline_node(path: tuple[int, ...], field: str, subfield: str, discipline: str) -> Node:
+def discipline_node(field: str, subfield: str, discipline: str, path: Optional[tuple[str, ...]] = None) -> Node:
+    """A discipline, its id from its three names (or the given path: a flat list's line)."""
+    path = path or (name_part(field), name_part(subfield), name_part(discipline))
     return Node("subjects", path, {"field": field, "subfield": subfield, "discipline": discipline})
 
 
@@ -198,16 +199,17 @@ def _load_flat(p: Path, text: str, infer: bool) -> list[Node]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        if line.casefold() in seen:
+        if normal_name(line) in seen:
             raise ConfigError(key, f"'{p}' line {lineno}: discipline '{line}' appears twice", "remove the duplicate")
-        seen.add(line.casefold())
+        seen.add(normal_name(line))
         names.append(line)
         _cap(p, len(names))
     if not names:
         raise ConfigError(key, f"'{p}' lists no disciplines", "write one discipline per line")
     if infer:
-        return [Node(name, (0, 0, k), {"depth": "classify", "discipline": n}) for k, n in enumerate(names)]
-    return [discipline_node((0, 0, k), UNSPECIFIED, UNSPECIFIED, n) for k, n in enumerate(names)]
+        return [Node(name, discipline_node(UNSPECIFIED, UNSPECIFIED, n).path, {"depth": "classify", "discipline": n})
+                for n in names]
+    return [discipline_node(UNSPECIFIED, UNSPECIFIED, n) for n in names]
 
 
 def load(path: str, infer_parents: bool = False) -> list[Node]:
@@ -244,16 +246,16 @@ def load(path: str, infer_parents: bool = False) -> list[Node]:
                           "use {fields: [{name, subfields: [{name, disciplines: [...]}]}]}")
     nodes = []
     _unique(p, [f.name for f in tax.fields], "field", "the taxonomy")
-    for i, f in enumerate(tax.fields):
+    for f in tax.fields:
         _unique(p, [s.name for s in f.subfields], "sub-field", f"field '{f.name}'")
-        for j, s in enumerate(f.subfields):
+        for s in f.subfields:
             seen = set()
-            for k, d in enumerate(s.disciplines):
-                if d.casefold() in seen:
+            for d in s.disciplines:
+                if normal_name(d) in seen:
                     raise ConfigError(key, f"'{p}': discipline '{d}' appears twice under {f.name} / {s.name}",
                                       "remove the duplicate")
-                seen.add(d.casefold())
-                nodes.append(discipline_node((i, j, k), f.name, s.name, d))
+                seen.add(normal_name(d))
+                nodes.append(discipline_node(f.name, s.name, d))
     _cap(p, len(nodes))
     return nodes
 
@@ -267,7 +269,7 @@ def _cap(p: Path, n: int) -> None:
 def _unique(p: Path, names: list[str], what: str, where: str) -> None:
     seen = set()
     for n in names:
-        if n.casefold() in seen:
+        if normal_name(n) in seen:
             raise ConfigError("taxonomy.file", f"'{p}': {what} '{n}' appears twice in {where}",
                               "merge or rename the duplicates")
-        seen.add(n.casefold())
+        seen.add(normal_name(n))

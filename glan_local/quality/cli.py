@@ -81,12 +81,26 @@ def main(argv: list[str] | None = None) -> int:
                     say=lambda m: print(f"[glan-local-quality] {m}", file=sys.stderr, flush=True),
                     question_field=args.question_field, answer_field=args.answer_field, language=args.language,
                     command="glan-local-quality " + shlex.join(argv if argv is not None else sys.argv[1:]))
+        if run:     # the manifest's hashes of what the quality step wrote, which verify checks
+            from ..rundir import record_published
+
+            record_published(src, out)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"glan-local-quality: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("[glan-local-quality] stopped by SIGINT: the input is untouched; run the same command again",
+              file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, UnicodeDecodeError) as e:
+        print(f"glan-local-quality: cannot read the input: {' '.join(str(e).split())[:300]}", file=sys.stderr)
         return 2
+    except Exception as e:      # a damaged input of another kind: still one line, never a traceback
+        if os.environ.get("GLAN_DEBUG") == "1":
+            raise
+        print(f"glan-local-quality: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              "(GLAN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

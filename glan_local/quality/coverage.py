@@ -2,8 +2,8 @@
 data/) and published, the rows removed by reason, the requests that failed by level and reason
 (levels/failures.jsonl), and the mean judge scores; and the branches that under-produce.
 
-A run's rows and failures carry node ids ("00000.00001.00002..."), whose first three parts are
-the field, sub-field and discipline: the discipline is the id's first three parts, the field its
+A run's rows and failures carry node ids ("3fa9c01b2e.9c0e11d2a4.77b0c3e5f1..."), whose first
+three parts are the field, sub-field and discipline (levels/base.py name_part): the discipline is the id's first three parts, the field its
 first. Failures above a discipline (a field's sub-field list, say) count for their field. Rows
 without such ids (a user's JSONL) are grouped by their field and discipline columns.
 
@@ -15,6 +15,7 @@ produced, i.e. when the quality step removed most of it.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -23,12 +24,13 @@ from .judged import COLUMNS as JUDGE_COLUMNS
 from .runinfo import RunInfo
 
 UNDER = 0.5
+_PART = re.compile(r"[0-9a-f]+")
 NAMES = ("field", "subfield", "discipline")
 
 
 def _node(node_id: Any) -> Optional[tuple[str, ...]]:
     parts = str(node_id or "").split(".")
-    return tuple(parts) if all(p.isdigit() for p in parts) else None
+    return tuple(parts) if all(_PART.fullmatch(p) for p in parts) else None
 
 
 def planned_answers(config: dict) -> Optional[int]:
