@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from . import launcher
 from .config import CannotProduce, ConfigError, from_container, register
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -41,10 +42,39 @@ def _run_name(model: str, breadth: str, overrides: str) -> str:
     return name
 
 
-def _job(container: dict, run_dir: str) -> None:
+def _run_dir(out_dir, model: str, breadth: str, overrides: str) -> str:
+    """hydra.run.dir: out_dir when given (so .hydra/ lands in the run directory), else runs/<name>."""
+    return str(out_dir) if out_dir else f"runs/{_run_name(model, breadth, overrides)}"
+
+
+def _sweep_name() -> str:
+    """hydra.sweep.dir's name: the sweep's own overrides (a=1,2 b=3), read once where the sweep
+    starts and cached (Hydra copies the cache into every job's config, Slurm's included), so
+    that every job of one command, and the same command run again, land in one directory."""
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    return _run_name(str(choices.get("model")), str(choices.get("breadth")), ",".join(hc.overrides.task))
+
+
+def register_resolvers() -> None:
+    for name, fn, cache in (("glan_run_name", _run_name, False), ("glan_run_dir", _run_dir, False),
+                            ("glan_sweep_name", _sweep_name, True)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=cache)
+
+
+def hydra_files(task_cfg, hydra_cfg) -> dict[str, str]:
+    """What Hydra writes into a job's .hydra/ (config.yaml, hydra.yaml, overrides.yaml), written
+    by glan-local itself once the run directory is the run's (hydra.output_subdir is null: a
+    refused command must not rewrite the .hydra/ of the run it names)."""
+    return {"config.yaml": OmegaConf.to_yaml(task_cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hydra_cfg}),
+            "overrides.yaml": OmegaConf.to_yaml(hydra_cfg.overrides.task)}
+
+
+def _job(container: dict, run_dir: str, files: dict[str, str]) -> None:
     from .run import generate
 
-    generate(from_container(container), Path(run_dir))
+    generate(from_container(container), Path(run_dir), hydra_files=files)
 
 
 class SweepJobFailed(Exception):
@@ -55,18 +85,20 @@ class SweepJobFailed(Exception):
 def app(cfg) -> None:
     run_dir = cfg.out_dir or HydraConfig.get().runtime.output_dir
     container = OmegaConf.to_container(cfg, resolve=True)
+    files = hydra_files(cfg, HydraConfig.get())
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        _sweep_job(container, run_dir)
+        _sweep_job(container, run_dir, files)
         return
-    _job_or_exit(container, run_dir)
+    _job_or_exit(container, run_dir, files)
 
 
-def _sweep_job(container: dict, run_dir: str) -> None:
-    """Each sweep job in a fresh interpreter: vLLM frees its engine only when its process
-    exits, and a multiprocessing child skips the exit hooks vLLM relies on to stop its core."""
+def _sweep_job(container: dict, run_dir: str, files: dict[str, str]) -> None:
+    """Each sweep job in a fresh interpreter (hydra/launcher=basic or slurm): vLLM frees its
+    engine only when its process exits, and a multiprocessing child skips the exit hooks vLLM
+    relies on to stop its core."""
     code = "import sys; from glan_local.cli import job_main; job_main(sys.argv[1])"
     p = subprocess.Popen([sys.executable, "-c", code, run_dir], stdin=subprocess.PIPE, text=True)
-    p.stdin.write(json.dumps(container))
+    p.stdin.write(json.dumps({"config": container, "hydra_files": files}))
     p.stdin.close()
     # SIGTERM (a scheduler's stop) and SIGUSR2 (Slurm's warning before the time limit) are
     # passed on so the job stops gracefully; Ctrl-C reaches the job directly (same process
@@ -101,22 +133,22 @@ def _sweep_job(container: dict, run_dir: str) -> None:
 def job_main(run_dir: str) -> None:
     """Entry of a sweep job's own process: the resolved config arrives on stdin."""
     register()
-    _job_or_exit(json.loads(sys.stdin.read()), run_dir)
+    given = json.loads(sys.stdin.read())
+    _job_or_exit(given["config"], run_dir, given["hydra_files"])
 
 
 def _debug() -> bool:
     return os.environ.get("GLAN_DEBUG") == "1" or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def _job_or_exit(container: dict, run_dir: str) -> None:
+def _job_or_exit(container: dict, run_dir: str, files: dict[str, str]) -> None:
     # Exit here: past this point Hydra would add its own multi-line report.
-    run_or_exit(lambda: _job(container, run_dir), run_dir)
+    run_or_exit(lambda: _job(container, run_dir, files), run_dir)
 
 
 def run_or_exit(job, run_dir: str) -> None:
     """One line, never a traceback (GLAN_DEBUG=1 shows it): exit 2 for bad input, 3 when the
     teacher or backend cannot produce what was asked, 1 for a fault, 130 when stopped."""
-    from .logs import details
     from .stop import Interrupted
 
     try:
@@ -131,13 +163,21 @@ def run_or_exit(job, run_dir: str) -> None:
     except Exception as e:
         if _debug():
             raise
-        code, line = _job_error(e, run_dir)
-        # Bad input is said whole in its line; anything else has its story in the run's glan.log.
-        print(line + (details(run_dir) if code != 2 else ""), file=sys.stderr)
+        code, line = job_error_line(e, run_dir)
+        print(line, file=sys.stderr)
         sys.exit(code)
 
 
-def _job_error(e: Exception, run_dir: str) -> tuple[int, str]:
+def job_error_line(e: BaseException, run_dir: str) -> tuple[int, str]:
+    """Exit code and one line for what stopped a job. Bad input is said whole in its line;
+    anything else ends with where its story is (the run's glan.log), when it has one."""
+    from .logs import details
+
+    code, line = _job_error(e, run_dir)
+    return code, line + (details(run_dir) if code != 2 else "")
+
+
+def _job_error(e: BaseException, run_dir: str) -> tuple[int, str]:
     """Exit code and one line for what stopped a job."""
     if isinstance(e, ConfigError):
         return 2, str(e)
@@ -161,17 +201,32 @@ def _job_error(e: Exception, run_dir: str) -> tuple[int, str]:
 def _one_line_errors(func):
     """Replaces Hydra's multi-line error report: one line naming the culprit, exit 2.
     GLAN_DEBUG=1 (or HYDRA_FULL_ERROR=1) shows the traceback instead."""
+    from .launcher import SweepFailed, SweepStopped
+
     try:
         return func()
-    except SweepJobFailed as e:
+    except (SweepJobFailed, SweepFailed) as e:
         print(e, file=sys.stderr)
         sys.exit(1)
+    except SweepStopped as e:
+        print(e, file=sys.stderr)
+        sys.exit(130)
+    except OSError as e:      # Hydra makes the run directory (out_dir) before glan-local runs
+        if _debug() or not e.filename:     # Hydra's own missing config is an OSError too
+            _exit_described(e)
+        print(f"config error: out_dir: cannot make the run directory '{e.filename}' ({e.strerror}). Fix: choose a "
+              "writable directory with out_dir=<path>", file=sys.stderr)
+        sys.exit(2)
     except Exception as e:
-        if _debug():
-            raise
-        slurm = _slurm_job_ended(e)
-        print(slurm or _describe(e), file=sys.stderr)
-        sys.exit(1 if slurm else 2)
+        _exit_described(e)
+
+
+def _exit_described(e: Exception) -> None:
+    if _debug():
+        raise e
+    slurm = _slurm_job_ended(e)
+    print(slurm or _describe(e), file=sys.stderr)
+    sys.exit(1 if slurm else 2)
 
 
 def _slurm_job_ended(e: Exception) -> str:
@@ -221,8 +276,8 @@ def main() -> None:
     from hydra._internal import utils as hydra_utils
 
     register()
-    if not OmegaConf.has_resolver("glan_run_name"):
-        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+    register_resolvers()
+    launcher.register()
     hydra_utils.run_and_report = _one_line_errors
     app()
 

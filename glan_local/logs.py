@@ -8,6 +8,7 @@ Commands that only read (verify, --cfg) never attach a file.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Optional
 LOG_FILE = "glan.log"
 log = logging.getLogger("glan_local")     # every module's logger (__name__) is a child of it
 _prefix = ["glan-local"]
+_opened: set[Path] = set()      # the glan.log files this process wrote to
+# The sweep job whose work is being done now (forest.py), None outside one: its lines go to its
+# own glan.log only, and say whose they are on the terminal.
+job: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("glan_job", default=None)
 
 
 class _Terminal(logging.Handler):
@@ -23,7 +28,8 @@ class _Terminal(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(f"[{_prefix[0]}] {record.getMessage()}", file=sys.stderr, flush=True)
+            who = job.get()
+            print(f"[{_prefix[0]}] {f'{who}: ' if who else ''}{record.getMessage()}", file=sys.stderr, flush=True)
         except Exception:   # a closed terminal must not stop a run
             self.handleError(record)
 
@@ -39,13 +45,17 @@ def terminal(prefix: str = "glan-local") -> logging.Logger:
     return log
 
 
-def attach(run_dir: Path) -> logging.Handler:
-    """Append this process's records, DEBUG and up, to run_dir/glan.log until detach()."""
+def attach(run_dir: Path, of_job: Optional[str] = None) -> logging.Handler:
+    """Append this process's records, DEBUG and up, to run_dir/glan.log until detach(). of_job:
+    a sweep job's run directory gets that job's records and those of no job (the shared engine)."""
     terminal(_prefix[0])
     handler = logging.FileHandler(run_dir / LOG_FILE, mode="a", encoding="utf-8", delay=False)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if of_job is not None:
+        handler.addFilter(lambda record: job.get() in (None, of_job))
     log.addHandler(handler)
+    _opened.add((run_dir / LOG_FILE).absolute())
     return handler
 
 
@@ -56,8 +66,8 @@ def detach(handler: Optional[logging.Handler]) -> None:
 
 
 def details(run_dir: Optional[str | Path]) -> str:
-    """' (details: <run>/glan.log)' when that file exists, for the end of a one-line error."""
+    """' (details: <run>/glan.log)' when this process wrote there, for the end of a one-line error."""
     if run_dir is None:
         return ""
     p = Path(run_dir) / LOG_FILE
-    return f" (details: {p})" if p.is_file() else ""
+    return f" (details: {p})" if p.absolute() in _opened and p.is_file() else ""

@@ -366,6 +366,9 @@ class Replies:
 
     def __init__(self, run_store: Store, cache: Optional[CacheDir] = None, readonly: bool = False):
         self.run, self.cache, self.readonly = run_store, cache, readonly
+        # The stores of the other jobs of a sweep walked in this process (forest.py): a reply one
+        # of them has is taken from it, as from the cache.
+        self.peers: list[Store] = []
 
     def get(self, key: str) -> tuple[Optional[StoredReply], str]:
         hit = self.run.get(key)
@@ -379,6 +382,14 @@ class Replies:
                 except sqlite3.Error:     # another writer's file, unreadable right now: a miss
                     return None, ""
                 return hit, "cache"
+        for peer in self.peers:
+            try:
+                hit = peer.get(key)
+                if hit is not None:
+                    self.run.copy_from(peer, key)
+                    return hit, "cache"
+            except sqlite3.ProgrammingError:    # a job that stopped has closed its store
+                continue
         return None, ""
 
     def put(self, reply: StoredReply, messages: list[dict]) -> None:

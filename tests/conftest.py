@@ -44,12 +44,11 @@ def compose():
     from hydra import compose as hcompose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from glan_local.cli import _run_name
+    from glan_local.cli import register_resolvers
     from glan_local.config import GlanConfig, register
 
     register()
-    if not OmegaConf.has_resolver("glan_run_name"):
-        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+    register_resolvers()
 
     def _compose(*overrides: str):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -67,12 +67,11 @@ def _compose(*overrides: str):
     from hydra import compose as hcompose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from glan_local.cli import _run_name
+    from glan_local.cli import register_resolvers
     from glan_local.config import GlanConfig, register
 
     register()
-    if not OmegaConf.has_resolver("glan_run_name"):
-        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+    register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hcompose(config_name="config", overrides=list(overrides))
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), cfg))
@@ -380,11 +379,12 @@ def job(cfg, run_dir: Path, engine, monkeypatch, capsys) -> tuple[int, str, str]
     monkeypatch.delenv("GLAN_DEBUG", raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     real = run.generate
-    monkeypatch.setattr(run, "generate", lambda c, d, engine_factory=None: real(c, d, engine_factory=lambda p: engine))
+    monkeypatch.setattr(run, "generate", lambda c, d, engine_factory=None, hydra_files=None:
+                        real(c, d, engine_factory=lambda p: engine, hydra_files=hydra_files))
     container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
     capsys.readouterr()
     try:
-        cli._job_or_exit(container, str(run_dir))
+        cli._job_or_exit(container, str(run_dir), {})
         code = 0
     except SystemExit as e:
         code = e.code
@@ -574,8 +574,8 @@ SLOW_RUN = textwrap.dedent("""
     # No speculative attempts: then the resume takes every stored reply, which the test counts.
     cfg = _compose("model.path={model}", "quality.enabled=false", "engine.speculate_below=0")
     real = run.generate
-    run.generate = lambda c, d, engine_factory=None: real(c, d, engine_factory=lambda p: Slow(batch=1))
-    cli._job_or_exit(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True), {out!r})
+    run.generate = lambda c, d, engine_factory=None, hydra_files=None: real(c, d, engine_factory=lambda p: Slow(batch=1))
+    cli._job_or_exit(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True), {out!r}, {{}})
 """)
 
 
@@ -640,9 +640,10 @@ def test_ctrl_c_outside_generation_and_unexpected_errors_are_one_line(compose, w
         def boom(*a, exc=exc):
             raise exc
 
-        monkeypatch.setattr(run, "_generate", boom)
+        monkeypatch.setattr(run.Run, "teachers", boom)
         got, line, err = job(cfg, tmp_path / "run", FakeEngine(), monkeypatch, capsys)
-        assert got == code and len([x for x in err.splitlines() if x.strip()]) == 1, err
+        said = [x for x in err.splitlines() if x.strip() and not x.startswith("[glan-local] run directory:")]
+        assert got == code and len(said) == 1, err
         assert "run the same command again to resume" in line
         record("runtime", what, f"{type(exc).__name__} raised (simulated)", line, got)
 

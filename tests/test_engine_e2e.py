@@ -92,3 +92,62 @@ def test_prompts_and_replies_are_in_the_store(tiny_run):
     q = [m for lvl, st, m in rows if lvl == "questions"]
     assert q and all("students have learned the course up to session" in m[-1]["content"] for m in q)
     assert all("Syllabus:" in m[-1]["content"] for m in q)        # the full syllabus is in the prompt
+
+
+def _bytes(d: Path) -> dict:
+    import hashlib
+
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def test_the_run_and_its_model_moved_resume_with_nothing_generated_and_an_edited_model_is_refused(tiny_run, tmp_path):
+    """The real run directory and the real teacher copied elsewhere: the same run (nothing is
+    generated, no engine even starts). Then 4 bytes of one tensor change: refused by name."""
+    import shutil
+
+    from e2e import run_glan
+    from glan_local.embedded import embedded_model_dir
+
+    out, _ = tiny_run
+    run, model = tmp_path / "moved" / "run", tmp_path / "moved" / "teacher"
+    shutil.copytree(out, run)
+    shutil.copytree(embedded_model_dir(), model)
+    p = run_glan(run, f"model.path={model}", "model.name=smollm2-135m")
+    s = json.loads((run / "summary.json").read_text())
+    assert s["totals"]["generated"] == 0 and s["totals"]["engine_start_s"] == 0 and "starting the teacher" not in p.stderr
+    assert (run / "data" / "train.jsonl").read_bytes() == (out / "data" / "train.jsonl").read_bytes()
+    weights = model / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.seek(weights.stat().st_size // 3)
+        f.write(b"\x01\x02\x03\x04")
+    before = _bytes(run)
+    p = run_glan(run, f"model.path={model}", "model.name=smollm2-135m", check=False)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "hashing" not in ln and "hashed" not in ln]
+    assert p.returncode == 2 and len(lines) == 1 and "input model changed" in lines[0] and "overwrite=true" in lines[0], \
+        p.stderr[-2000:]
+    assert _bytes(run) == before
+
+
+def test_verify_reads_a_damaged_copy_of_the_real_run_without_writing(tiny_run, tmp_path):
+    import shutil
+    import sqlite3
+    import subprocess
+    import sys
+
+    out, _ = tiny_run
+    run = tmp_path / "copy"
+    shutil.copytree(out, run)
+    verify = [str(Path(sys.executable).parent / "glan-local-verify"), str(run)]
+    before = _bytes(run)
+    assert subprocess.run(verify, capture_output=True, text=True).returncode == 0
+    assert _bytes(run) == before
+    row = json.loads((run / "data" / "train.jsonl").read_text().splitlines()[0])
+    con = sqlite3.connect(run / "store.sqlite")
+    con.execute("DELETE FROM replies WHERE key=?", (row["answer_request"],))
+    con.commit()
+    con.close()
+    before = _bytes(run)
+    p = subprocess.run(verify, capture_output=True, text=True)
+    assert p.returncode == 1 and "1 reply the run used is missing (answers 1" in p.stdout, p.stdout + p.stderr
+    assert _bytes(run) == before

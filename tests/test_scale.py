@@ -237,12 +237,11 @@ def _hydra_compose(*overrides):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from glan_local.cli import _run_name
+    from glan_local.cli import register_resolvers
     from glan_local.config import register
 
     register()
-    if not OmegaConf.has_resolver("glan_run_name"):
-        OmegaConf.register_new_resolver("glan_run_name", _run_name)
+    register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
 

@@ -432,7 +432,7 @@ def test_each_run_keeps_a_detailed_log_and_errors_say_where_it_is(compose, tmp_p
 
     model = _model(tmp_path / "teacher")
     cfg = compose(f"model.path={model}", "quality.enabled=false", "engine.error_backoff_s=0", "engine.error_retries=1")
-    monkeypatch.setattr("glan_local.run.generate.__defaults__", (lambda p: Flaky(fail=5), None))
+    monkeypatch.setattr("glan_local.run.generate.__defaults__", (lambda p: Flaky(fail=5), None, None))
     with pytest.raises(SystemExit) as e:
         cli.run_or_exit(lambda: generate(cfg, tmp_path / "run"), str(tmp_path / "run"))
     err = capsys.readouterr().err.strip().splitlines()
