@@ -73,11 +73,18 @@ class GlanLauncher(Launcher):
                 config.hydra.job.id = idx
                 config.hydra.job.num = idx
             launched.append(self._begin(config, idx, list(filter_overrides(overrides))))
+        # A job is named by what sets it apart: the overrides not every job of the sweep shares.
+        shared = set.intersection(*(set(item.job.overrides) for item in launched)) if len(launched) > 1 else set()
+        for item in launched:
+            item.job.overrides = [o for o in item.job.overrides if o not in shared]
+        refused = []
         for item in launched:           # bad config: refused before any engine starts
             try:
                 item.job.cfg = from_container(item.job.cfg)
             except ConfigError as e:
                 item.job.error = e
+                refused.append(item.job)
+        self._say_failed(refused)
         got = stop_on_signals()
         try:
             run_forest([item.job for item in launched if item.job.error is None])
@@ -87,7 +94,7 @@ class GlanLauncher(Launcher):
         returns = [self._end(item) for item in launched]
         failed = [item.job for item in launched if item.job.error is not None]
         if failed:
-            self._say_failed(failed)
+            self._say_failed([job for job in failed if job not in refused])
             rows = sweep.write_summary(Path(str(self.config.hydra.sweep.dir)))
             print(f"\nsweep summary ({Path(str(self.config.hydra.sweep.dir)) / 'sweep_summary.md'}):\n"
                   + sweep.markdown(rows), flush=True)

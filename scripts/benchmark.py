@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/benchmark.py                 # tiny and small (~4x), all rows
     .venv/bin/python scripts/benchmark.py --sizes tiny --skip-backends
+    .venv/bin/python scripts/benchmark.py --sweep 4 16    # a sweep in one engine vs separate processes
 
 Every measurement runs in its own process (one vLLM engine per process). Rows:
 - pipeline (pipelined, the default) and level-by-level (engine.pipelined=false), per size:
@@ -195,14 +196,106 @@ def run_raw(requests: list[dict], backend: str, model_dir: str, config: dict, wo
     return json.loads(line[len("RESULT "):])
 
 
+# --- sweeps: `glan-local -m` (one engine) against the same jobs as separate processes ---------------
+
+# A tiny tree made cheaper where it costs most on a 2-core CPU (tests/e2e.py's TINY); the swept
+# keys leave the taxonomy, subjects and syllabi the same in every job, as a real sweep over
+# question and answer settings does.
+SWEEP_BASE = ["breadth=tiny", "breadth.subjects_per_query=2", "breadth.max_subjects_per_discipline=1",
+              "breadth.sessions_max=3", "seed=1", "sampling.subjects.max_tokens=384",
+              "sampling.syllabus.max_tokens=512", "sampling.questions.max_tokens=128",
+              "sampling.answers.max_tokens=256", "quality.enabled=false"]
+SWEEPS = {4: ["breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.3,0.7"],
+          16: ["breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.2,0.4,0.6,0.8",
+               "sampling.questions.temperature=0.7,1.0"]}
+
+
+def measured(cmd: list[str]) -> tuple[int, float, float]:
+    """(exit code, wall seconds, peak RSS in MB of the command's whole process tree: glan-local
+    and vLLM's engine processes together, sampled every 0.25 s)."""
+    import psutil
+
+    import tempfile
+
+    t = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        peak = 0
+        proc = psutil.Process(p.pid)
+        while p.poll() is None:
+            try:
+                peak = max(peak, sum(q.memory_info().rss for q in [proc, *proc.children(recursive=True)]))
+            except psutil.Error:
+                pass
+            time.sleep(0.25)
+        if p.returncode != 0:
+            err.seek(0)
+            print(err.read()[-2000:], file=sys.stderr)
+    return p.returncode, time.monotonic() - t, peak / 2**20
+
+
+def jobs_of(sweep: list[str]) -> list[list[str]]:
+    import itertools
+
+    keys = [s.split("=", 1) for s in sweep]
+    return [[f"{k}={v}" for k, v in zip((k for k, _ in keys), values)]
+            for values in itertools.product(*(vals.split(",") for _, vals in keys))]
+
+
+def bench_sweep(n: int, work: Path) -> list[tuple]:
+    """One -m run of an n-job sweep, then the same jobs one after another as separate
+    processes sharing one cache_dir, in this sitting."""
+    tag = f"sweep{n}-{int(time.time())}"
+    sweep_dir = work / tag / "sweep"
+    code, wall, rss = measured([str(BIN / "glan-local"), "-m", *SWEEP_BASE, *SWEEPS[n], f"hydra.sweep.dir={sweep_dir}"])
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))]
+    one = dict(what=f"{n} jobs: one -m run (one engine)", jobs=len(summaries), exit=code, wall=wall, rss=rss,
+               generated=sum(s["totals"]["generated"] for s in summaries),
+               in_flight=summaries[0]["totals"]["mean_in_flight"] if summaries else 0.0)
+    sep = dict(what=f"{n} jobs: separate processes, one cache_dir", jobs=0, exit=0, wall=0.0, rss=0.0, generated=0,
+               in_flight=0.0)
+    flights = []
+    for i, job in enumerate(jobs_of(SWEEPS[n])):
+        out = work / tag / "separate" / str(i)
+        code, w, r = measured([str(BIN / "glan-local"), *SWEEP_BASE, *job, f"out_dir={out}",
+                               f"cache_dir={work / tag / 'cache'}"])
+        s = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+        sep.update(jobs=sep["jobs"] + (s is not None), exit=max(sep["exit"], code), wall=sep["wall"] + w,
+                   rss=max(sep["rss"], r), generated=sep["generated"] + (s["totals"]["generated"] if s else 0))
+        flights.append(s["totals"]["mean_in_flight"] if s else 0.0)
+    sep["in_flight"] = sum(flights) / len(flights) if flights else 0.0
+    alone = flights[0] if flights else 0.0       # the first job: a whole tree, nothing cached yet
+    return [tuple(d[k] for k in ("what", "jobs", "exit", "wall", "generated", "in_flight", "rss")) + (
+        round(d["wall"] / sep["wall"], 2) if sep["wall"] else "-", round(d["in_flight"] / alone, 1) if alone else "-")
+        for d in (one, sep)]
+
+
+def sweep_table(ns: list[int], work: Path) -> str:
+    rows = [r for n in ns for r in bench_sweep(n, work)]
+    head = ("what", "jobs ok", "exit", "wall s", "replies generated", "mean in flight", "peak RSS MB (tree)",
+            "wall / separate", "in flight / one job alone")
+    fmt = [head] + [(r[0], r[1], r[2], f"{r[3]:.0f}", r[4], f"{r[5]:.1f}", f"{r[6]:,.0f}", r[7], r[8]) for r in rows]
+    widths = [max(len(str(r[i])) for r in fmt) for i in range(len(head))]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |" for r in fmt]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["tiny", "small"], choices=list(SIZES))
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "benchmark")
     ap.add_argument("--skip-backends", action="store_true")
     ap.add_argument("--extra", nargs="*", default=[], help="more glan-local overrides for every pipeline run")
+    ap.add_argument("--sweep", nargs="+", type=int, choices=sorted(SWEEPS), metavar="N",
+                    help="instead: N-job tiny sweeps (4 and/or 16), one -m run against separate processes")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.sweep:
+        table = sweep_table(args.sweep, args.work)
+        print(table)
+        (args.work / "sweep-benchmark.md").write_text(table + "\n")
+        return
     rows: list[tuple] = []
     tps: dict = {}
     rss: dict = {}
