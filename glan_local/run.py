@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 from . import identity, levels, logs, manifest, rundir, shard
 from .atomic import atomic_write_text, write_json
-from .config import ConfigError, validate
-from .engine import Engine
+from .config import ConfigError, GlanConfig
+from .engine import Engine, check_extra, check_vllm, deterministic_mode
 from .export import Sinks, export_dataset, finalize_levels
 from .levels import taxonomy
 from .levels.base import Context
@@ -99,7 +99,7 @@ class Run:
         self._handler: Optional[logging.Handler] = None
         quiet(cfg.verbose)
         logs.terminal()
-        self.templates = _check(cfg, run_dir)
+        self.templates = _check(cfg, run_dir, check_model)
         self._lock = rundir.lock(run_dir)
         try:
             rundir.check_stores(cfg, run_dir)
@@ -176,10 +176,17 @@ class Run:
         self._lock.close()
 
 
-def _check(cfg: Any, run_dir: Path) -> Templates:
-    """Everything cheap, before the model loads: values, the quality step's tools, templates,
-    the taxonomy file and the size of the plan, a writable run directory."""
-    validate(cfg)
+def _check(cfg: Any, run_dir: Path, check_model: bool = True) -> Templates:
+    """Everything cheap, before the model loads: values, the vLLM and its engine arguments,
+    the quality step's tools, templates, the taxonomy file and the size of the plan, a writable
+    run directory."""
+    cfg.validate()
+    if check_model:     # what vLLM would refuse once loading, refused now: its version, its arguments
+        check_vllm()
+        for key, m, _ in teacher_specs(cfg):
+            check_extra(dict(m.extra or {}), f"{key}.extra")
+        for note in deterministic_mode(cfg.engine):
+            log.info(f"note: {note}")
     if cfg.quality.enabled:
         from .quality.pipeline import preflight
 

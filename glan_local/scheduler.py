@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 from pydantic import ValidationError
 
 from .engine import Completion, Engine, Request
-from .errors import CannotProduce, EngineFailed
+from .errors import CannotProduce, ConfigError, EngineFailed
 from .levels import BY_NAME, INDEX as LEVEL_INDEX, ORDER
 from .levels.base import Ask, Context, Node, Outcome
 from .prompts import Templates
@@ -373,7 +373,7 @@ class Scheduler:
         it stored, and the same command resumes it. Nothing of it is stored as a reply."""
         try:
             return call(*args)
-        except (KeyboardInterrupt, CannotProduce):
+        except (KeyboardInterrupt, CannotProduce, ConfigError):
             raise
         except Exception as e:
             self.store.commit()

@@ -93,7 +93,8 @@ def start(cfg: Any, specs_paths: list, longest: dict, engine_factory: Optional[C
         say_start = (lambda m=m, path=path, levels=levels: say(
             f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
         teachers.append(Teacher(m.name, levels, LazyEngine(starter(key, m, path), say_start, backend, say),
-                                identity["identity"], engine_identity(m, backend), m.max_num_seqs, identity))
+                                identity["identity"], engine_identity(m, backend, cfg.engine.deterministic),
+                                m.max_num_seqs, identity))
     return teachers
 
 

@@ -125,8 +125,17 @@ if __name__ == "__main__":
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GlanConfig), spec["config"]))
     backend = spec["backend"]
     cfg.engine.backend = backend if backend != "none" else cfg.engine.backend
-    llm = LLM(**engine_kwargs(spec["model"], cfg.model, cfg.engine))
+    kw = engine_kwargs(spec["model"], cfg.model, cfg.engine)
+    if spec.get("kv"):
+        kw["disable_log_stats"] = False     # vLLM's metrics, to read its KV-cache use while it runs
+    llm = LLM(**kw)
     seats = cfg.model.max_num_seqs
+    def kv_use():
+        for m in llm.get_metrics():
+            if m.name == "vllm:kv_cache_usage_perc":
+                return float(m.value)
+        return None
+    kv = []
     tok = llm.get_tokenizer()
     core = llm.llm_engine
     reqs = spec["requests"]
@@ -159,6 +168,10 @@ if __name__ == "__main__":
         done = [o for o in core.step() if o.finished]
         dt = time.perf_counter() - t0
         steps += 1; seated += min(left, seats) / seats; idle += dt if left < seats else 0.0
+        if spec.get("kv") and steps % 10 == 1:
+            use = kv_use()
+            if use is not None:
+                kv.append(use)
         for o in done:
             outs[int(o.request_id)] = o
         left -= len(done)
@@ -178,13 +191,16 @@ if __name__ == "__main__":
             pass
     print("RESULT " + json.dumps({"tokens": tokens, "wall_s": wall, "requests": len(reqs), "valid": valid,
                                   "compile_s": compile_s, "occupancy": seated / max(steps, 1),
-                                  "queue_empty_share": idle / wall if wall else 0.0}))
+                                  "queue_empty_share": idle / wall if wall else 0.0,
+                                  **({"kv_mean": f"{sum(kv) / len(kv):.0%}", "kv_peak": f"{max(kv):.0%}"} if kv else {})}))
 '''
 
 
-def run_raw(requests: list[dict], backend: str, model_dir: str, config: dict, work: Path) -> dict:
+def run_raw(requests: list[dict], backend: str, model_dir: str, config: dict, work: Path, kv: bool = False) -> dict:
+    """kv: also sample vLLM's KV-cache use (its metrics on: a little slower)."""
     spec = work / f"raw-{backend}.json"
-    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests, "config": config}))
+    spec.write_text(json.dumps({"backend": backend, "model": model_dir, "requests": requests, "config": config,
+                                "kv": kv}))
     script = work / "raw.py"
     script.write_text(RAW)
     p = subprocess.run([sys.executable, str(script), str(spec)], capture_output=True, text=True,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fakes import FakeEngine
-from glan_local.config import ConfigError, DecontamConfig, DedupConfig, QualityConfig, validate
+from glan_local.config import ConfigError, DecontamConfig, DedupConfig, QualityConfig
 from glan_local.quality import decontam, diversity, publish
 from glan_local.quality.dedup import dedup
 from glan_local.quality.pipeline import run_quality
@@ -298,7 +298,7 @@ def test_quality_command_on_a_user_jsonl(tmp_path):
 ])
 def test_quality_validation_names_the_key(compose, override, key):
     with pytest.raises(ConfigError) as e:
-        validate(compose(override))
+        compose(override).validate()
     assert e.value.key == key and "Fix:" in str(e.value)
 
 

@@ -60,8 +60,6 @@ def test_lpt_assignment_is_balanced_and_deterministic():
 
 
 def test_shard_config_is_validated_before_the_model(compose, fake_model, tmp_path, tax_file):
-    from glan_local.config import validate
-
     for overrides, key, words in (
         (["shard.count=0"], "shard.count", "positive"),
         (["shard.count=2", "shard.index=2", f"taxonomy.file={tax_file}"], "shard.index", "0..1"),
@@ -70,7 +68,7 @@ def test_shard_config_is_validated_before_the_model(compose, fake_model, tmp_pat
         (["model.data_parallel_size=2"], "model.data_parallel_size", "shard"),
     ):
         with pytest.raises(ConfigError) as e:
-            validate(compose(*overrides))
+            compose(*overrides).validate()
         assert e.value.key == key and words in str(e.value), str(e.value)
     # More shards than disciplines: refused before any engine starts.
     eng = FakeEngine()

@@ -1,6 +1,6 @@
 import pytest
 
-from glan_local.config import ConfigError, validate
+from glan_local.config import ConfigError
 from glan_local.levels import subjects, taxonomy
 from glan_local.seeds import derive_seed
 
@@ -53,7 +53,7 @@ def test_schemas_reject_blank_and_repeated_names():
 def test_validation_names_the_key(compose, override, key):
     cfg = compose(override)
     with pytest.raises(ConfigError) as e:
-        validate(cfg)
+        cfg.validate()
     assert e.value.key == key
     assert "\n" not in str(e.value) and "Fix:" in str(e.value)
 
@@ -61,7 +61,7 @@ def test_validation_names_the_key(compose, override, key):
 def test_defaults_and_presets_validate(compose):
     for overrides in ([], ["breadth=small"], ["breadth=paper", "model.max_model_len=8192"], ["model=qwen2.5-7b-instruct"],
                       ["model=llama-3.3-70b-instruct", "engine.backend=xgrammar"]):
-        validate(compose(*overrides))
+        compose(*overrides).validate()
     assert compose("model=llama-3.3-70b-instruct").model.tensor_parallel_size == 8
 
 

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..config import ConfigError, QualityConfig, validate_quality
+from ..config import ConfigError, QualityConfig
 from .rows import is_run_dir
 from .runinfo import read_run
 
@@ -35,7 +35,7 @@ def load_config(overrides: list[str], base: dict | None = None) -> QualityConfig
         raise ConfigError(f"quality.{key}" if not str(key).startswith("quality") else key, msg,
                           "check the key and its type against the quality: block of conf/config.yaml")
     q = OmegaConf.to_object(merged)
-    validate_quality(q, "quality")
+    q.validate("quality")
     return q
 
 
