@@ -16,11 +16,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import OverrideParseException
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import launcher
-from .config import CannotProduce, ConfigError, from_container, register
+from .config import CannotProduce, ConfigError, from_container, register, resolved
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -82,9 +82,9 @@ class SweepJobFailed(Exception):
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def app(cfg) -> None:
+def app(cfg: DictConfig) -> None:
     run_dir = cfg.out_dir or HydraConfig.get().runtime.output_dir
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = resolved(cfg)
     files = hydra_files(cfg, HydraConfig.get())
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         _sweep_job(container, run_dir, files)
@@ -96,8 +96,9 @@ def _sweep_job(container: dict, run_dir: str, files: dict[str, str]) -> None:
     """Each sweep job in a fresh interpreter (hydra/launcher=basic or slurm): vLLM frees its
     engine only when its process exits, and a multiprocessing child skips the exit hooks vLLM
     relies on to stop its core."""
-    code = "import sys; from glan_local.cli import job_main; job_main(sys.argv[1])"
-    p = subprocess.Popen([sys.executable, "-c", code, run_dir], stdin=subprocess.PIPE, text=True)
+    script = "import sys; from glan_local.cli import job_main; job_main(sys.argv[1])"
+    p = subprocess.Popen([sys.executable, "-c", script, run_dir], stdin=subprocess.PIPE, text=True)
+    assert p.stdin is not None
     p.stdin.write(json.dumps({"config": container, "hydra_files": files}))
     p.stdin.close()
     # SIGTERM (a scheduler's stop) and SIGUSR2 (Slurm's warning before the time limit) are
@@ -113,21 +114,24 @@ def _sweep_job(container: dict, run_dir: str, files: dict[str, str]) -> None:
     try:
         while True:
             try:
-                code = p.wait()
+                exit_code = p.wait()
                 break
             except KeyboardInterrupt:
                 continue
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if signal.SIGUSR2 in got and callable(previous[signal.SIGUSR2]):
+    launcher_handler = previous[signal.SIGUSR2]
+    if signal.SIGUSR2 in got and callable(launcher_handler):
         # The job stopped cleanly, everything stored: now the launcher's own handler runs
         # (submitit: requeue the job, up to hydra.launcher.max_num_timeout times).
-        previous[signal.SIGUSR2](signal.SIGUSR2, None)
-    if code == 130:
+        launcher_handler(signal.SIGUSR2, None)
+    if exit_code == 130:
         sys.exit(130)       # stopped: the rest of the sweep does not start
-    if code != 0:
-        raise SweepJobFailed(f"[glan-local] sweep job in {run_dir} failed (exit {code}); its one-line error is printed above")
+    if exit_code != 0:
+        raise SweepJobFailed(f"[glan-local] sweep job in {run_dir} failed (exit {exit_code}); its one-line error "
+                             "is printed "
+                             "above")
 
 
 def job_main(run_dir: str) -> None:
@@ -187,7 +191,8 @@ def _job_error(e: BaseException, run_dir: str) -> tuple[int, str]:
         return 2, _describe(e)
     if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
             (isinstance(e, sqlite3.OperationalError) and "full" in str(e)):
-        where = getattr(e, "filename", None) or (Path(run_dir) / "store.sqlite" if isinstance(e, sqlite3.Error) else run_dir)
+        where = getattr(e, "filename", None) or (
+            Path(run_dir) / "store.sqlite" if isinstance(e, sqlite3.Error) else run_dir)
         return 1, (f"[glan-local] disk full while writing {where}: free space and run the same command again "
                    "to resume (every reply stored so far is kept)")
     if isinstance(e, OSError):

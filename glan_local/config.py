@@ -150,8 +150,9 @@ class EngineConfig:
             _positive(self, prefix, ["max_in_flight"])
         for name in ("speculate_below", "error_retries", "error_backoff_s"):
             if getattr(self, name) < 0:
+                default = EngineConfig.__dataclass_fields__[name].default
                 raise ConfigError(f"{prefix}.{name}", f"must be 0 or more, got {getattr(self, name)}",
-                                  f"use 0 (off) or more, e.g. {prefix}.{name}={EngineConfig.__dataclass_fields__[name].default}")
+                                  f"use 0 (off) or more, e.g. {prefix}.{name}={default}")
 
 
 @dataclass
@@ -433,16 +434,17 @@ class QualityConfig:
                                       "give an existing JSONL/parquet file or folder (or hub:<name> with hub access)")
         if not 1 <= self.judge.min_score <= 5:
             raise ConfigError(f"{prefix}.judge.min_score", f"{self.judge.min_score} is outside 1..5", "use 1 to 5")
-        p = self.publish
-        if p.heldout_per_discipline < 0:
-            raise ConfigError(f"{prefix}.publish.heldout_per_discipline", f"is negative ({p.heldout_per_discipline})",
+        pub = self.publish
+        if pub.heldout_per_discipline < 0:
+            raise ConfigError(f"{prefix}.publish.heldout_per_discipline", f"is negative ({pub.heldout_per_discipline})",
                               "use 0 (no held-out split) or more")
-        _positive(p, f"{prefix}.publish", ["shard_rows"])
-        if not p.heldout_split.strip() or p.heldout_split == "train":
-            raise ConfigError(f"{prefix}.publish.heldout_split", f"'{p.heldout_split}' cannot name the held-out split",
+        _positive(pub, f"{prefix}.publish", ["shard_rows"])
+        if not pub.heldout_split.strip() or pub.heldout_split == "train":
+            raise ConfigError(f"{prefix}.publish.heldout_split",
+                              f"'{pub.heldout_split}' cannot name the held-out split",
                               "use e.g. test or validation")
-        if p.push_to_hub is not None and p.push_to_hub.count("/") != 1:
-            raise ConfigError(f"{prefix}.publish.push_to_hub", f"'{p.push_to_hub}' is not a repo id",
+        if pub.push_to_hub is not None and pub.push_to_hub.count("/") != 1:
+            raise ConfigError(f"{prefix}.publish.push_to_hub", f"'{pub.push_to_hub}' is not a repo id",
                               "use <owner>/<name>, or null to keep everything local")
         _positive(self.report, f"{prefix}.report", ["embedding_sample"])
 
@@ -534,6 +536,15 @@ def register() -> None:
     for name, fn in (("glan_platform", detect_platform), ("glan_model_name", _model_name), ("glan_gpus", _gpus)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+def resolved(cfg: Any) -> dict:
+    """A config (a DictConfig or a GlanConfig) as plain, resolved data: what run-config.json and the
+    manifest record, and what from_container reads back."""
+    node = cfg if OmegaConf.is_config(cfg) else OmegaConf.structured(cfg)
+    out = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    assert isinstance(out, dict)
+    return out
 
 
 def from_container(container: dict, files: bool = True) -> GlanConfig:

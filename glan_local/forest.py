@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import logs
 from .engine import Completion, Engine, Request
@@ -26,6 +27,9 @@ from .progress import Progress
 from .run import Run, Walk
 from .store import canonical
 from .teachers import Teacher
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ class Job:
     """One run of the forest: what the launcher knows of it, and what became of it."""
     label: str                       # "job 3", in its log lines and errors
     overrides: list[str]
-    cfg: Any                         # its GlanConfig
+    cfg: Optional[GlanConfig]        # None: its config did not validate (error says why)
     run_dir: Path
     run: Optional[Run] = None
     teachers: list[Teacher] = field(default_factory=list)
@@ -46,6 +50,22 @@ class Job:
     @property
     def alive(self) -> bool:
         return self.error is None and self.walk is not None
+
+    # Once opened (open_jobs) and walking (walk_group): what a job that is still alive always has.
+    @property
+    def runner(self) -> Run:
+        assert self.run is not None, f"{self.label} was not opened"
+        return self.run
+
+    @property
+    def walker(self) -> Walk:
+        assert self.walk is not None, f"{self.label} is not walking"
+        return self.walk
+
+    @property
+    def config(self) -> GlanConfig:
+        assert self.cfg is not None, f"{self.label} has no valid config"
+        return self.cfg
 
 
 class Mux:
@@ -60,7 +80,7 @@ class Mux:
     def in_flight(self) -> int:
         return len(self.waiting)
 
-    def client(self, j: int) -> "MuxClient":
+    def client(self, j: int) -> MuxClient:
         return MuxClient(self, j)
 
     def submit(self, j: int, req: Request) -> None:
@@ -130,7 +150,7 @@ def teacher_key(job: Job) -> str:
         settings = {k: v for k, v in vars(m).items() if k not in ("name", "path")}
         return {"model": t.model_id, "engine": t.engine_id, "settings": settings}
 
-    cfg = job.cfg
+    cfg = job.config
     models = [cfg.model] + ([cfg.answers.model] if len(job.teachers) > 1 else [])
     return canonical({"teachers": [model(t, m) for t, m in zip(job.teachers, models)],
                       "backend": str(getattr(cfg.engine.backend, "value", cfg.engine.backend)),
@@ -143,12 +163,12 @@ def open_jobs(jobs: list[Job], engine_factory: Optional[Callable[[Path], Engine]
     for job in jobs:
         with working_on(job):
             try:
-                job.run = Run(job.cfg, job.run_dir, job=job.label, check_model=engine_factory is None)
-                job.teachers = job.run.teachers(engine_factory)
+                job.run = Run(job.config, job.run_dir, job=job.label, check_model=engine_factory is None)
+                job.teachers = job.runner.teachers(engine_factory)
             except Exception as e:
                 job.error = e
                 if job.run is not None:
-                    job.run.close()
+                    job.runner.close()
                     job.run = None
 
 
@@ -174,19 +194,20 @@ def walk_group(group: list[Job], progress: Progress) -> None:
                 with working_on(job):
                     try:
                         if k == 0:
-                            job.walk = job.run.walk(job.teachers, lambda lv, st, who=job.label: progress(lv, st, who))
-                            job.walk.sched.engine = mux.client(j)
-                            for root in job.walk.roots:
-                                job.walk.sched.add(root)
+                            job.walk = job.runner.walk(job.teachers,
+                                                       lambda lv, st, who=job.label: progress(lv, st, who))
+                            job.walker.sched.engine = mux.client(j)
+                            for root in job.walker.roots:
+                                job.walker.sched.add(root)
                         else:
-                            job.walk.next_teacher(job.teachers[k], mux.client(j))
+                            job.walker.next_teacher(job.teachers[k], mux.client(j))
                     except Exception as e:
                         _fail(job, e, mux, j)
             if k == 0:      # a reply one job has already is taken from its store by the others
-                stores = {j: job.run.replies.run for j, job in enumerate(group) if job.alive}
+                stores = {j: job.runner.store.run for j, job in enumerate(group) if job.alive}
                 for j, job in enumerate(group):
                     if job.alive:
-                        job.run.replies.peers = [s for i, s in stores.items() if i != j]
+                        job.runner.store.peers = [s for i, s in stores.items() if i != j]
             _drive(group, mux)
             engine.close()      # its memory is the next teacher's
     finally:
@@ -196,22 +217,22 @@ def walk_group(group: list[Job], progress: Progress) -> None:
         if job.alive:
             with working_on(job):
                 try:
-                    job.walk.finish()
-                    job.run.close_store()
-                    job.summary = job.run.finish(job.walk, job.teachers)
+                    job.walker.finish()
+                    job.runner.close_store()
+                    job.summary = job.runner.finish(job.walker, job.teachers)
                 except Exception as e:
                     job.error = e
-                    job.run.failed(e)
+                    job.runner.failed(e)
 
 
 def _fail(job: Job, e: BaseException, mux: Mux, j: int) -> None:
     """One job stops, alone: what it stored stays, its requests leave the engine."""
     job.error = e
     if job.walk is not None:
-        mux.abort(j, job.walk.sched.abort_all())
-        job.walk.sinks.close()
-    job.run.failed(e)
-    job.run.close_store()
+        mux.abort(j, job.walker.sched.abort_all())
+        job.walker.sinks.close()
+    job.runner.failed(e)
+    job.runner.close_store()
     log.info(f"{job.label} stopped: {e}")
 
 
@@ -222,7 +243,7 @@ def _drive(group: list[Job], mux: Mux) -> None:
     alive = [(j, job) for j, job in enumerate(group) if job.alive]
     if not alive:
         return
-    settings = alive[0][1].walk.sched.settings
+    settings = alive[0][1].walker.sched.settings
     cap, spare_below = settings.max_in_flight, settings.speculate_below
     turn = 0
     while True:
@@ -236,8 +257,8 @@ def _drive(group: list[Job], mux: Mux) -> None:
             for j, job in alive:
                 with working_on(job):
                     try:
-                        if not job.walk.sched.in_flight:
-                            waits.append(job.walk.sched.next_work())
+                        if not job.walker.sched.in_flight:
+                            waits.append(job.walker.sched.next_work())
                         else:
                             waits.append(0.0)
                     except Exception as e:
@@ -249,7 +270,7 @@ def _drive(group: list[Job], mux: Mux) -> None:
             continue
         in_flight = mux.in_flight
         t = time.perf_counter()
-        done = alive[0][1].walk.sched.engine_call(mux.step)      # a dead engine stops the group
+        done = alive[0][1].walker.sched.engine_call(mux.step)      # a dead engine stops the group
         dt = time.perf_counter() - t
         routed: dict[int, list[Completion]] = {}
         shared: dict[int, set[str]] = {}
@@ -259,7 +280,7 @@ def _drive(group: list[Job], mux: Mux) -> None:
                 if n:
                     shared.setdefault(j, set()).add(c.key)
         for j, job in alive:
-            sched = job.walk.sched
+            sched = job.walker.sched
             sched.observe_step(in_flight, dt)       # the engine's view: every job reports it
             with working_on(job):
                 try:
@@ -282,7 +303,7 @@ def _pump(alive: list[tuple[int, Job]], mux: Mux, cap: int, spare_below: int, tu
                 continue
             with working_on(job):
                 try:
-                    taken += job.walk.sched.pump(min(share, cap - mux.in_flight), min(spare, 1) if spare else 0)
+                    taken += job.walker.sched.pump(min(share, cap - mux.in_flight), min(spare, 1) if spare else 0)
                 except Exception as e:
                     _fail(job, e, mux, j)
             if mux.in_flight >= cap:
@@ -312,9 +333,9 @@ def run_forest(jobs: list[Job], engine_factory: Optional[Callable[[Path], Engine
                 for job in group:
                     if job.error is None and job.summary is None:
                         job.error = e
-                        job.run.failed(e)
+                        job.runner.failed(e)
     finally:
         progress.close()
         for job in jobs:
             if job.run is not None:
-                job.run.close()
+                job.runner.close()

@@ -17,9 +17,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .atomic import atomic_write_text
 
@@ -60,9 +61,8 @@ def hub_blob_digest(path: Path) -> Optional[str]:
     real = Path(os.path.realpath(path))
     if real.parent.name != "blobs" or not _HEX64.fullmatch(real.name):
         return None
-    if real.suffix == "" and path.suffix == ".safetensors":
-        if _safetensors_size(real) != real.stat().st_size:
-            return None        # a truncated download keeps its name: hash it instead
+    if path.suffix == ".safetensors" and _safetensors_size(real) != real.stat().st_size:
+        return None        # a truncated download keeps its name: hash it instead
     return real.name
 
 

@@ -90,19 +90,19 @@ class Identity:
         return hashlib.sha256(canonical(self.as_dict()).encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Identity":
+    def from_dict(cls, d: dict) -> Identity:
         if not isinstance(d, dict) or d.get("version") != VERSION:
             raise ValueError(f"identity version {d.get('version') if isinstance(d, dict) else None!r}, not {VERSION}")
         return cls(d["config"], d["inputs"], list(d.get("rounds") or []))
 
-    def without_shard(self) -> "Identity":
+    def without_shard(self) -> Identity:
         """What every shard of one command shares: all but shard.index/count and each shard's
         own regeneration rounds (merge carries those, each scoped to its shard)."""
         config = json.loads(json.dumps(self.config))
         config.pop("shard", None)
         return Identity(config, self.inputs, [])
 
-    def differences(self, other: "Identity") -> list[str]:
+    def differences(self, other: Identity) -> list[str]:
         """What differs, in words, the inputs first: ["input taxonomy.file changed (sha256 ab12.. -> cd34..)", ...]."""
         out = []
         for name in sorted(set(self.inputs) | set(other.inputs)):
@@ -115,7 +115,7 @@ class Identity:
             out.append(f"regeneration rounds differ ({len(self.rounds)} -> {len(other.rounds)} rounds)")
         return out
 
-    def extends(self, other: "Identity") -> bool:
+    def extends(self, other: Identity) -> bool:
         """This is `other` with more regeneration rounds after its own (glan-local-regen)."""
         return (self.config == other.config and self.inputs == other.inputs
                 and self.rounds[:len(other.rounds)] == other.rounds)

@@ -2,13 +2,13 @@
 need the name, the dataset card needs the code. pycountry holds the ISO tables."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Optional
 
 from .errors import ConfigError
 
 
-@lru_cache(maxsize=None)
+@cache
 def resolve(value: str) -> tuple[str, Optional[str]]:
     """(name for prompts, ISO 639-1 code or None). A region subtag is kept in the name."""
     import pycountry

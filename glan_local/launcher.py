@@ -18,9 +18,10 @@ import copy
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
@@ -46,6 +47,7 @@ class SweepStopped(Exception):
 class _Launched:
     config: DictConfig               # the job's whole config, hydra node included
     task_cfg: DictConfig             # without the hydra node: what a task function gets
+    container: dict                  # task_cfg resolved: the job's GlanConfig once validated
     job: Any                         # forest.Job
 
 
@@ -80,7 +82,7 @@ class GlanLauncher(Launcher):
         refused = []
         for item in launched:           # bad config: refused before any engine starts
             try:
-                item.job.cfg = from_container(item.job.cfg)
+                item.job.cfg = from_container(item.container)
             except ConfigError as e:
                 item.job.error = e
                 refused.append(item.job)
@@ -110,14 +112,12 @@ class GlanLauncher(Launcher):
         assert self.hydra_context is not None
         HydraConfig.instance().set_config(config)
         output_dir = os.path.join(str(config.hydra.sweep.dir), str(config.hydra.sweep.subdir))
-        with read_write(config.hydra.runtime):
-            with open_dict(config.hydra.runtime):
-                config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            config.hydra.runtime.output_dir = os.path.abspath(output_dir)
         HydraConfig.instance().set_config(config)
         task_cfg = copy.deepcopy(config)
-        with read_write(task_cfg):
-            with open_dict(task_cfg):
-                del task_cfg["hydra"]
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
         # The job's own directory under the sweep's gets .hydra/ whatever becomes of the job: it is
         # the sweep's (a run directory elsewhere, out_dir=, is written only by its run).
         from .cli import hydra_files
@@ -126,12 +126,14 @@ class GlanLauncher(Launcher):
         hydra_output.mkdir(parents=True, exist_ok=True)
         for name, text in hydra_files(task_cfg, config.hydra).items():
             (hydra_output / name).write_text(text, encoding="utf-8")
+        assert self.task_function is not None
         self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
+        from .config import resolved
         from .forest import Job
 
-        container = OmegaConf.to_container(task_cfg, resolve=True)
+        container = resolved(task_cfg)
         run_dir = Path(str(container.get("out_dir") or config.hydra.runtime.output_dir))
-        return _Launched(config, task_cfg, Job(f"job {idx}", overrides, container, run_dir))
+        return _Launched(config, task_cfg, container, Job(f"job {idx}", overrides, None, run_dir))
 
     def _end(self, item: _Launched) -> JobReturn:
         """What Hydra's run_job does after the task function: the JobReturn, on_job_end."""
@@ -140,7 +142,7 @@ class GlanLauncher(Launcher):
         HydraConfig.instance().set_config(config)
         ret = JobReturn()
         ret.cfg = item.task_cfg
-        ret.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)
+        ret.hydra_cfg = copy.deepcopy(HydraConfig.instance().cfg)     # type: ignore[assignment]
         ret.overrides = list(OmegaConf.to_container(config.hydra.overrides.task))       # type: ignore[arg-type]
         ret.working_dir = os.getcwd()
         ret.task_name = str(config.hydra.job.name)

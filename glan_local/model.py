@@ -4,11 +4,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .errors import ConfigError
 from .store import canonical
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 
 def resolve_model_path(model_cfg, key: str = "model") -> Path:
@@ -28,9 +32,11 @@ def resolve_model_path(model_cfg, key: str = "model") -> Path:
             cached = Path(snapshot_download(str(model_cfg.path), local_files_only=True))
             return _check_folder(cached, key)
         except Exception:
-            raise ConfigError(f"{key}.path", f"'{model_cfg.path}' is neither a folder nor in the local Hugging Face cache",
-                              f"download it first (huggingface-cli download {model_cfg.path}) or point {key}.path at a local folder")
-    raise ConfigError(f"{key}.path", f"'{model_cfg.path}' does not exist", f"point {key}.path at a Hugging Face model folder")
+            raise ConfigError(f"{key}.path", f"'{model_cfg.path}' is neither a folder nor in the local Hugging Face "
+                              "cache", f"download it first (huggingface-cli download {model_cfg.path}) or point "
+                              f"{key}.path at a local folder")
+    raise ConfigError(f"{key}.path", f"'{model_cfg.path}' does not exist",
+                      f"point {key}.path at a Hugging Face model folder")
 
 
 def _check_folder(p: Path, key: str) -> Path:
@@ -101,7 +107,7 @@ def _hf_snapshot(path: Path) -> str:
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def check_context(cfg, model_path: Path, templates, key: str = "model") -> int:
+def check_context(cfg: GlanConfig, model_path: Path, templates, key: str = "model") -> int:
     """Fail before generation when a level's prompt plus reply can outgrow max_model_len, for
     the levels of the teacher configured at `key` (model, or answers.model); returns the longest
     such bound, the length the engine's KV cache is sized against.

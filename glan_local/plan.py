@@ -8,15 +8,18 @@ would otherwise build huge schemas and queues, never a run someone planned.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import levels
 from .errors import ConfigError
 from .levels import taxonomy
 from .levels.base import Node
 
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
-def planned_requests(cfg: Any, roots: Optional[list[Node]] = None) -> tuple[int, int, int, str]:
+
+def planned_requests(cfg: GlanConfig, roots: Optional[list[Node]] = None) -> tuple[int, int, int, str]:
     """(requests, disciplines, requests per discipline, where the disciplines come from).
     roots: this run's root nodes from taxonomy.file (after include/exclude and shard), or None
     for a generated taxonomy."""
@@ -27,7 +30,7 @@ def planned_requests(cfg: Any, roots: Optional[list[Node]] = None) -> tuple[int,
     return sum(groups.values()) + disciplines * per, disciplines, per, source
 
 
-def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
+def check_planned(cfg: GlanConfig, roots: Optional[list[Node]] = None) -> int:
     n, disciplines, per, source = planned_requests(cfg, roots)
     cap = cfg.engine.max_planned_requests
     if n > cap:
@@ -38,7 +41,7 @@ def check_planned(cfg: Any, roots: Optional[list[Node]] = None) -> int:
     return n
 
 
-def asks_per_group(cfg: Any) -> dict[tuple[str, int], int]:
+def asks_per_group(cfg: GlanConfig) -> dict[tuple[str, int], int]:
     """Planned asks per (level, depth in the tree) that decide one subtree together: each depth
     of a generated taxonomy (the root is one ask alone), and below it one discipline's asks of
     each level (a flat list's parents ask: one per discipline). Never the number of disciplines,
@@ -51,7 +54,7 @@ def asks_per_group(cfg: Any) -> dict[tuple[str, int], int]:
     return groups
 
 
-def attempts_rule(cfg: Any):
+def attempts_rule(cfg: GlanConfig):
     """Attempts per ask: engine.max_attempts, raised for a group of few asks so that the group
     as a whole gets at least engine.min_level_attempts tries: max(max_attempts,
     ceil(min_level_attempts / asks in the group)). A group whose every ask fails loses all that

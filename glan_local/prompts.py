@@ -28,12 +28,12 @@ class Templates:
         from .language import resolve
 
         language = resolve(language)[0]
-        options = dict(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                       keep_trailing_newline=False)
         # A user's template renders in the sandbox; the built-in ones are ours, and the sandbox's
         # checks on every attribute access were a third of the rendering time.
-        self.env = SandboxedEnvironment(**options)
-        trusted = jinja2.Environment(**options)
+        self.env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                        keep_trailing_newline=False)
+        trusted = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                                     keep_trailing_newline=False)
         self.language = language
         self.sources: dict[str, str] = {}
         self._system: dict[str, str] = {}
@@ -43,7 +43,8 @@ class Templates:
             path = Path(override).expanduser() if override else PROMPTS_DIR / f"{name}.j2"
             key = f"prompts.{name}"
             if not path.is_file():
-                raise ConfigError(key, f"template file '{path}' " + ("is a directory" if path.is_dir() else "does not exist"),
+                why = "is a directory" if path.is_dir() else "does not exist"
+                raise ConfigError(key, f"template file '{path}' {why}",
                                   f"point {key} at an existing .j2 file or set it to null")
             try:
                 text = path.read_text(encoding="utf-8")
@@ -69,7 +70,7 @@ class Templates:
             first = min((n.lineno, n.name) for n in ast.find_all(nodes.Name) if n.name in unknown)
             raise ConfigError(key, f"{path}, line {first[0]}: unknown variable '{first[1]}' (the {name} template "
                               f"gets {', '.join(sorted(allowed))})",
-                              f"use only those variables (README: 'Any language, any domain')")
+                              "use only those variables (docs/taxonomy-and-prompts.md)")
         private = []
         for n in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
             attr = (n.attr if isinstance(n, nodes.Getattr) else
@@ -102,7 +103,7 @@ class Templates:
                               "use only the documented variables and their fields")
         except Exception as e:   # a filter or operator on the wrong type, a missing include ...
             raise ConfigError(f"prompts.{name}", f"the template failed to render ({type(e).__name__}: {e})",
-                              "fix the template; the variables it gets are listed in the README")
+                              "fix the template; the variables it gets are in docs/taxonomy-and-prompts.md")
 
     def messages(self, level: str, **variables) -> list[dict]:
         if level not in self._system:       # the same for every request of a level

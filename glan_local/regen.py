@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from .errors import ConfigError
 from .rounds import SAMPLING_KEYS, load
@@ -90,13 +90,19 @@ def _settings(overrides: list[str]) -> dict:
     return out
 
 
+def _usage_error(message: str) -> NoReturn:
+    print(f"config error: glan-local-regen: {message}. Fix: see glan-local-regen --help", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     ap = argparse.ArgumentParser(prog="glan-local-regen", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
     words = lambda text: [w for w in text.split(",") if w]      # noqa: E731
     ap.add_argument("--level", type=words, default=[], help="levels, comma-separated; alone: every request of them")
     ap.add_argument("--reason", type=words, default=[],
-                    help=f"failures of these reasons ({', '.join(REASONS)}; comma-separated), from levels/failures.jsonl")
+                    help=f"failures of these reasons ({', '.join(REASONS)}; comma-separated), "
+                         "from levels/failures.jsonl")
     ap.add_argument("--judge-below", type=int, help="pairs with a judge score below this (levels/judge.jsonl)")
     ap.add_argument("--removed", type=words, default=[],
                     help="rows the quality step removed for these reasons (comma-separated), e.g. wrong-language")
@@ -105,8 +111,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                          "questions for --removed; a new question brings a new answer)")
     ap.add_argument("settings", nargs="*", metavar="key=value",
                     help="new settings of the redone requests: sampling.<level>.<key>=..., engine.max_attempts=...")
-    ap.error = lambda message: sys.exit(print(f"config error: glan-local-regen: {message}. Fix: see "
-                                              "glan-local-regen --help", file=sys.stderr) or 2)
+    ap.error = _usage_error  # type: ignore[method-assign]  # one line, exit 2, like every bad input
     args = ap.parse_intermixed_args(argv)
     from .cli import run_or_exit
 
@@ -120,7 +125,8 @@ def _regen(args) -> None:
                             args.settings)
     r = rounds[-1]
     print(f"[glan-local-regen] round {r['round']}: "
-          + (f"{len(r['asks'])} requests" if r["asks"] else f"every request of {', '.join(r['selected']['whole_levels'])}")
+          + (f"{len(r['asks'])} requests" if r["asks"]
+             else f"every request of {', '.join(r['selected']['whole_levels'])}")
           + f" asked again with {json.dumps(r['settings']) if r['settings'] else 'the run settings'}", file=sys.stderr)
     generate(cfg, args.run_dir, rounds=rounds)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .config import SamplingConfig
 from .errors import ConfigError
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 ROUNDS_FILE = "regenerated.json"
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "repetition_penalty")
@@ -66,7 +69,7 @@ class Rounds:
         self._own: Optional[tuple[int, int]] = None
         self._shard_of: dict[int, dict[str, int]] = {}    # shard count -> discipline id -> index
 
-    def place(self, roots: list, cfg: Any) -> None:
+    def place(self, roots: list, cfg: GlanConfig) -> None:
         """The run's disciplines (walk's roots) and its own shard, for rounds made in shards."""
         from .shard import assignment
 
@@ -84,7 +87,7 @@ class Rounds:
         discipline = ".".join(node.split(".")[:3])
         return self._shard_of.get(s[1], {}).get(discipline) == s[0]
 
-    def redo(self, cfg: Any, level: str, node: str, ask: int) -> Optional[Redo]:
+    def redo(self, cfg: GlanConfig, level: str, node: str, ask: int) -> Optional[Redo]:
         found = [i for i in self._asks.get((level, node, ask), []) + self._levels.get(level, [])
                  if self._applies(i, node)]
         if not found:
@@ -104,4 +107,5 @@ def load(run_dir: Path) -> Rounds:
         return Rounds(json.loads(p.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError("out_dir", f"'{p}' is not the list of rounds glan-local-regen wrote ({type(e).__name__})",
-                          "restore it from the manifest's 'regenerated' entry, or remove it to drop every round") from None
+                          "restore it from the manifest's 'regenerated' entry, or remove it to drop every "
+                          "round") from None

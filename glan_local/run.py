@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-from omegaconf import OmegaConf
+from typing import Optional
 
 from . import identity, levels, logs, manifest, rundir, shard
 from .atomic import atomic_write_text, write_json
-from .config import ConfigError, GlanConfig
+from .config import ConfigError, GlanConfig, resolved
 from .engine import Engine, check_extra, check_vllm, deterministic_mode
 from .export import Sinks, export_dataset, finalize_levels
 from .levels import taxonomy
@@ -24,19 +23,23 @@ from .model import check_context, model_identity, resolve_model_path
 from .plan import attempts_rule, check_planned
 from .progress import Progress, quiet
 from .prompts import Templates
-from .rounds import ROUNDS_FILE, Rounds, load as load_rounds
+from .rounds import ROUNDS_FILE, Rounds
+from .rounds import load as load_rounds
 from .scheduler import Scheduler, Settings
 from .stop import Interrupted, stop_on_signals
 from .store import CacheDir, Replies, Store, teacher_identity
-from .summary import build as build_summary, format_summary
-from .teachers import Teacher, specs as teacher_specs, start as start_teachers
+from .summary import build as build_summary
+from .summary import format_summary
+from .teachers import Teacher
+from .teachers import specs as teacher_specs
+from .teachers import start as start_teachers
 from .turn_end import check_turn_end
 from .verdict import verdict
 
 log = logging.getLogger(__name__)
 
 
-def generate(cfg: Any, run_dir: Path, engine_factory: Optional[Callable[[Path], Engine]] = None,
+def generate(cfg: GlanConfig, run_dir: Path, engine_factory: Optional[Callable[[Path], Engine]] = None,
              rounds: Optional[list] = None, hydra_files: Optional[dict[str, str]] = None) -> dict:
     """Run the whole pipeline into run_dir and return the summary. cfg is a GlanConfig.
     engine_factory: the tests' FAKE engine (the teacher's folder is then not checked as a model).
@@ -91,7 +94,7 @@ class Run:
     directory changed, when any of that fails); then it opens the run's glan.log. close() lets
     the directory go. job: a sweep job's label, which its log lines carry."""
 
-    def __init__(self, cfg: Any, run_dir: Path, rounds: Optional[list] = None, job: Optional[str] = None,
+    def __init__(self, cfg: GlanConfig, run_dir: Path, rounds: Optional[list] = None, job: Optional[str] = None,
                  check_model: bool = True, hydra_files: Optional[dict[str, str]] = None):
         self.cfg, self.run_dir, self.job = cfg, run_dir, job
         self.t_start = self.t_gen = time.monotonic()
@@ -123,11 +126,17 @@ class Run:
         """The run's teachers, each with an engine that starts at its first request to generate."""
         return start_teachers(self.cfg, self.p.teachers, self.p.longest, engine_factory, log.info)
 
-    def walk(self, teachers: list[Teacher], progress: Optional[Callable] = None) -> "Walk":
+    def walk(self, teachers: list[Teacher], progress: Optional[Callable] = None) -> Walk:
         cache = CacheDir(Path(self.cfg.cache_dir).expanduser()) if self.cfg.cache_dir else None
         self.replies = Replies(Store(self.run_dir / "store.sqlite"), cache)
         self.t_gen = time.monotonic()
         return Walk(self.cfg, self.run_dir, teachers, self.replies, self.templates, progress, self.p.rounds)
+
+    @property
+    def store(self) -> Replies:
+        """The run's replies, once walk() opened them."""
+        assert self.replies is not None, "the run's store is opened by walk()"
+        return self.replies
 
     def interrupted(self, signal_name: str) -> Interrupted:
         n = self.replies.run.count() if self.replies is not None else 0
@@ -139,7 +148,7 @@ class Run:
             self.replies.close()
             self.replies = None
 
-    def finish(self, walk: "Walk", teachers: list[Teacher]) -> dict:
+    def finish(self, walk: Walk, teachers: list[Teacher]) -> dict:
         """The summary, the manifest and the quality step of a finished walk; raises when the
         run did not produce what was asked (verdict.py), after writing what it did."""
         cfg, run_dir, sched, rows = self.cfg, self.run_dir, walk.sched, walk.rows
@@ -176,7 +185,7 @@ class Run:
         self._lock.close()
 
 
-def _check(cfg: Any, run_dir: Path, check_model: bool = True) -> Templates:
+def _check(cfg: GlanConfig, run_dir: Path, check_model: bool = True) -> Templates:
     """Everything cheap, before the model loads: values, the vLLM and its engine arguments,
     the quality step's tools, templates, the taxonomy file and the size of the plan, a writable
     run directory."""
@@ -204,10 +213,11 @@ def _check(cfg: Any, run_dir: Path, check_model: bool = True) -> Templates:
     return templates
 
 
-def _prepare(cfg: Any, run_dir: Path, templates: Templates, rounds: Optional[list], check_model: bool) -> _Prepared:
+def _prepare(cfg: GlanConfig, run_dir: Path, templates: Templates, rounds: Optional[list],
+             check_model: bool) -> _Prepared:
     """The teachers found and checked (their context, their end of turn), hashed, and the run's
     identity: all before anything in run_dir changes."""
-    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    container = resolved(cfg)
     specs = teacher_specs(cfg)
     paths = [resolve_model_path(m, key) for key, m, _ in specs]
     longest = {}
@@ -227,7 +237,7 @@ def _prepare(cfg: Any, run_dir: Path, templates: Templates, rounds: Optional[lis
     return _Prepared(container, list(zip(specs, paths, models)), longest, rounds, regen, ident)
 
 
-def _taxonomy_bytes(cfg: Any) -> Optional[bytes]:
+def _taxonomy_bytes(cfg: GlanConfig) -> Optional[bytes]:
     return Path(cfg.taxonomy.file).expanduser().read_bytes() if cfg.taxonomy.file else None
 
 
@@ -237,7 +247,7 @@ class Walk:
     level files and the dataset. With a second teacher (answers.model), its levels wait until
     the first teacher is done and stopped."""
 
-    def __init__(self, cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
+    def __init__(self, cfg: GlanConfig, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
                  progress: Optional[Callable] = None, rounds: Optional[list] = None, replay: bool = False):
         self.cfg, self.run_dir, self.teachers = cfg, run_dir, teachers
         first = teachers[0]
@@ -291,7 +301,7 @@ class Walk:
         return self.rows
 
 
-def walk(cfg: Any, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
+def walk(cfg: GlanConfig, run_dir: Path, teachers: list[Teacher], replies: Replies, templates: Templates,
          rounds: Optional[list] = None, replay: bool = False) -> tuple[Scheduler, int]:
     """One walk from start to end: verify's replay (replay=True: its engine only says which
     replies the store lacks)."""

@@ -14,14 +14,18 @@ import json
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Optional
+from typing import IO, TYPE_CHECKING, Optional
 
 from . import manifest
 from .atomic import write_json
 from .errors import ConfigError
 from .identity import Identity
 from .store import Store, check_locking
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 # Everything a run writes but the reply store: removed by overwrite=true. The store stays,
 # since its replies are keyed by content and can only be reused, never wrongly.
@@ -45,7 +49,7 @@ def writable(run_dir: Path) -> None:
 def try_lock(run_dir: Path) -> Optional[IO]:
     """Hold run_dir's lock (flock: NFS carries it to every node, Lustre with -o flock too; see
     store.check_locking) until the returned file is closed; None when another process holds it."""
-    f = open(run_dir / ".lock", "w")
+    f = open(run_dir / ".lock", "w")     # noqa: SIM115 (held open: the lock lasts as long as the file)
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -92,7 +96,7 @@ def lock(run_dir: Path) -> IO:
     return f
 
 
-def check_stores(cfg: Any, run_dir: Path) -> None:
+def check_stores(cfg: GlanConfig, run_dir: Path) -> None:
     """A reply store that is not a SQLite database, or a cache_dir that cannot hold one, stops
     the run before the model loads (opening creates a missing store, as the run would)."""
     stores = [("out_dir", run_dir / "store.sqlite")]
@@ -104,7 +108,8 @@ def check_stores(cfg: Any, run_dir: Path) -> None:
             if key == "out_dir" or not check_locking(path.parent, key):   # on a network FS, writers own their files
                 Store(path).close()
         except (OSError, sqlite3.DatabaseError) as e:
-            why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else (getattr(e, "strerror", None) or e)
+            why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else \
+                (getattr(e, "strerror", None) or e)
             raise ConfigError(key, f"cannot open the reply store '{path}' ({why})",
                               f"move a damaged store away (its replies are lost) or point {key} at another "
                               "writable directory")
@@ -177,7 +182,7 @@ def write_manifest(run_dir: Path, fields: dict, container: dict) -> dict:
     return man
 
 
-def publish_dir(cfg: Any, run_dir: Path) -> Path:
+def publish_dir(cfg: GlanConfig, run_dir: Path) -> Path:
     return Path(cfg.quality.out_dir).expanduser() if cfg.quality.out_dir else run_dir / "publish"
 
 
@@ -189,7 +194,7 @@ def record_published(run_dir: Path, out: Path) -> None:
         write_json(run_dir / "manifest.json", man)
 
 
-def quality_tail(cfg: Any, run_dir: Path, summary: dict, say: Callable[[str], None]) -> None:
+def quality_tail(cfg: GlanConfig, run_dir: Path, summary: dict, say: Callable[[str], None]) -> None:
     """The quality step over a finished run's data/, its figures added to summary.json. Last,
     so a failure here leaves a complete run (glan-local-quality can redo this step); after
     summary.json is written, since the card and the report read the run's figures."""

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import ValidationError
 
 from .engine import Completion, Engine, Request
 from .errors import CannotProduce, ConfigError, EngineFailed
-from .levels import BY_NAME, INDEX as LEVEL_INDEX, ORDER
+from .levels import BY_NAME, ORDER
+from .levels import INDEX as LEVEL_INDEX
 from .levels.base import Ask, Context, Node, Outcome
 from .prompts import Templates
 from .seeds import derive_seed
 from .store import Replies, StoredReply, asked, request_key, schema_json
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import EngineConfig
 
 @dataclass
 class LevelStats:
@@ -59,9 +64,11 @@ class LevelStats:
     def as_dict(self) -> dict:
         span = (self.last_done - self.first_submit) if self.first_submit and self.last_done else 0.0
         return {"planned": self.planned, "ok": self.ok, "failed": self.failed, "attempts": self.attempts,
-                "retries": self.retries, "from_store": self.from_store, "from_cache": self.from_cache, "failures": dict(self.failures),
+                "retries": self.retries, "from_store": self.from_store, "from_cache": self.from_cache,
+                "failures": dict(self.failures),
                 "last_reason": self.last_reason,
-                "items": self.items, "redone": self.redone, "prompt_tokens": self.prompt_tokens, "output_tokens": self.output_tokens,
+                "items": self.items, "redone": self.redone, "prompt_tokens": self.prompt_tokens,
+                "output_tokens": self.output_tokens,
                 "cached_prompt_tokens": self.cached_prompt_tokens, "speculative": self.speculative,
                 "wasted": self.wasted, "wasted_output_tokens": self.wasted_output_tokens, "aborted": self.aborted,
                 "engine_retried": self.engine_retried, "attempts_by_reason": dict(sorted(self.reasons.items())),
@@ -133,7 +140,7 @@ class Settings:
     replay: bool = False        # verify's walk: a reply the store lacks ends its ask, never sent again
 
     @classmethod
-    def of(cls, engine_cfg: Any, seats: int, replay: bool = False) -> "Settings":
+    def of(cls, engine_cfg: EngineConfig, seats: int, replay: bool = False) -> Settings:
         cap = engine_cfg.max_in_flight or 4 * seats
         # A replay asks the store only for what the run needed: never an attempt ahead of need.
         speculate = 0 if replay else min(engine_cfg.speculate_below, cap)
@@ -169,7 +176,7 @@ class Scheduler:
         # Where generation time goes: inside vLLM's step, or in this loop (rendering the prompt,
         # hashing the key, the store, validating); how many requests vLLM had to batch on average
         # (step-weighted); and how long it had fewer than its seats (its waiting queue empty).
-        self.timings: Counter = Counter()
+        self.timings: defaultdict[str, float] = defaultdict(float)
         self.engine_s = 0.0
         self.steps = 0
         self.in_flight_sum = 0
@@ -194,7 +201,8 @@ class Scheduler:
         messages = self.templates.messages(node.level, **ask.variables)
         t1 = time.perf_counter()
         schema, sha = schema_json(ask.schema) if ask.schema else (None, None)
-        if sha is not None and f"{node.level}:{ask.schema.__name__}" not in self.schema_hashes:
+        if ask.schema is not None and schema is not None and sha is not None \
+                and f"{node.level}:{ask.schema.__name__}" not in self.schema_hashes:
             self.schema_hashes[f"{node.level}:{ask.schema.__name__}"] = sha
             self.store.put_schema(sha, schema)
         teacher = self.teachers[node.level]
@@ -437,7 +445,8 @@ class Scheduler:
         if stored is not None:
             c = Completion(stored.key, stored.text, stored.finish_reason, stored.prompt_tokens,
                            stored.output_tokens, stored.cached_tokens, stored.elapsed_s, stored.reason)
-        elif generated:
+        assert c is not None, "a reply comes from the engine or from a store"
+        if stored is None and generated:
             st.prompt_tokens += c.prompt_tokens
             st.output_tokens += c.output_tokens
             st.cached_prompt_tokens += c.cached_tokens

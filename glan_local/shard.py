@@ -9,11 +9,14 @@ taxonomy (node ids, paths and seeds are global), so the rows of all shards, merg
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .levels import planned_per_discipline
 from .levels.base import Node
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 
 def _one_discipline(node: Node) -> bool:
@@ -21,7 +24,7 @@ def _one_discipline(node: Node) -> bool:
     return node.level == "subjects" or (node.level == "taxonomy" and node.data.get("depth") == "classify")
 
 
-def weight(node: Node, cfg: Any) -> int:
+def weight(node: Node, cfg: GlanConfig) -> int:
     """Planned requests of one root node (a discipline) and everything under it."""
     return (node.level == "taxonomy") + sum(planned_per_discipline(cfg).values())
 
@@ -37,14 +40,14 @@ def assign(weights: list[int], count: int) -> list[int]:
     return out
 
 
-def assignment(roots: list[Node], count: int, cfg: Any) -> dict[str, int]:
+def assignment(roots: list[Node], count: int, cfg: GlanConfig) -> dict[str, int]:
     """Shard index of each root (by its id) for `count` shards; the same whatever order the
     roots come in: it depends on the taxonomy only."""
     ordered = sorted(roots, key=lambda r: r.path)
     return {r.id: s for r, s in zip(ordered, assign([weight(r, cfg) for r in ordered], count))}
 
 
-def select(roots: list[Node], cfg: Any) -> list[Node]:
+def select(roots: list[Node], cfg: GlanConfig) -> list[Node]:
     """This shard's root nodes. With shard.count=1, all of them, whatever they are."""
     index, count = cfg.shard.index, cfg.shard.count
     if count == 1:

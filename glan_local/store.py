@@ -26,12 +26,12 @@ import socket
 import sqlite3
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 from urllib.parse import quote
-
 
 # Encoders built once: json.dumps with options builds a new encoder per call, on the hot path.
 _canonical = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
@@ -42,7 +42,7 @@ def canonical(obj: Any) -> str:
     return _canonical(obj)
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_json(schema_cls) -> tuple[dict, str]:
     """A reply schema class's JSON schema and its sha256, computed once per class."""
     schema = schema_cls.model_json_schema()
@@ -242,14 +242,15 @@ class Store:
             out.append({"role": role, "content": "\n\n".join(texts[i] for i in ids)})
         return out
 
-    def copy_from(self, other: "Store", key: str) -> Optional[StoredReply]:
+    def copy_from(self, other: Store, key: str) -> Optional[StoredReply]:
         """A reply of another store (the shared cache), with its prompt, put into this one."""
         hit = other.get(key)
         if hit is not None:
-            self.put(hit, other.messages(key))
+            self.put(hit, other.messages(key) or [])
             sha = json.loads(hit.request).get("schema")
-            if isinstance(sha, str):
-                self.put_schema(sha, other.schema(sha))
+            schema = other.schema(sha) if isinstance(sha, str) else None
+            if isinstance(sha, str) and schema is not None:
+                self.put_schema(sha, schema)
         return hit
 
     def count(self) -> int:
@@ -376,7 +377,7 @@ class Replies:
             return hit, "run"
         if self.cache is not None:
             hit, source = self.cache.find(key)
-            if hit is not None:
+            if hit is not None and source is not None:
                 try:
                     self.run.copy_from(source, key)
                 except sqlite3.Error:     # another writer's file, unreadable right now: a miss

@@ -5,12 +5,15 @@ import resource
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import levels
 
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
-def build(cfg: Any, run_dir: Path, sched: Any, teachers: list, rows: int, rounds: list,
+
+def build(cfg: GlanConfig, run_dir: Path, sched: Any, teachers: list, rows: int, rounds: list,
           t_start: float, t_gen: float) -> dict:
     """sched: the finished Scheduler; teachers: the run's, their engines closed; t_start and
     t_gen: when the run and the walk began (time.monotonic)."""

@@ -3,12 +3,16 @@ the first request that no store holds needs it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .engine import Completion, Engine, Request, engine_identity, self_check
 from .levels import teacher_levels
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 
 @dataclass
@@ -68,14 +72,14 @@ class LazyEngine:
             self.engine.close()
 
 
-def specs(cfg: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
+def specs(cfg: GlanConfig) -> list[tuple[str, Any, tuple[str, ...]]]:
     """(config key, model config, levels) per teacher, in the order they run: the question
     teacher, then the answer teacher when answers.model names one (its levels say which)."""
     levels = teacher_levels(cfg)
     return [(key, cfg.model if key == "model" else cfg.answers.model, tuple(lvs)) for key, lvs in levels.items()]
 
 
-def start(cfg: Any, specs_paths: list, longest: dict, engine_factory: Optional[Callable[[Path], Engine]],
+def start(cfg: GlanConfig, specs_paths: list, longest: dict, engine_factory: Optional[Callable[[Path], Engine]],
           say: Callable[[str], None]) -> list[Teacher]:
     """The run's teachers, each with an engine that starts when first needed. specs_paths:
     (spec, the model's folder, its model.model_identity) per teacher."""
@@ -90,18 +94,18 @@ def start(cfg: Any, specs_paths: list, longest: dict, engine_factory: Optional[C
 
     teachers = []
     for (key, m, levels), path, identity in specs_paths:
-        say_start = (lambda m=m, path=path, levels=levels: say(
-            f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}"))
+        def say_start(m=m, path=path, levels=levels) -> None:
+            say(f"starting the teacher {m.name} ({path}) with the {backend} backend for {', '.join(levels)}")
         teachers.append(Teacher(m.name, levels, LazyEngine(starter(key, m, path), say_start, backend, say),
                                 identity["identity"], engine_identity(m, backend, cfg.engine.deterministic),
                                 m.max_num_seqs, identity))
     return teachers
 
 
-def of_manifest(cfg: Any, man: dict, engine: Engine) -> list[Teacher]:
+def of_manifest(cfg: GlanConfig, man: dict, engine: Engine) -> list[Teacher]:
     """The teachers a finished run used, from its manifest, all answered by `engine`."""
     first = Teacher(cfg.model.name, (), engine, man["model_id"], man["engine_id"])
-    if not man.get("answer_model_id"):
+    if not man.get("answer_model_id") or cfg.answers.model is None:
         return [first]
     return [first, Teacher(cfg.answers.model.name, tuple(teacher_levels(cfg)["answers.model"]), engine,
                            man["answer_model_id"], man["answer_engine_id"])]

@@ -21,8 +21,8 @@ def turn_end(folder: Path) -> dict:
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     mark = "GLANTURNEND"
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}],
-                                   tokenize=False)
+    text = str(tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": mark}],
+                                       tokenize=False))
     tail = text[text.rfind(mark) + len(mark):] if mark in text else ""
     specials = {t for t in tok.all_special_tokens if t != tok.unk_token} | {
         t.content for t in tok.added_tokens_decoder.values() if t.special}

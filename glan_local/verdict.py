@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import levels
 from .errors import CannotProduce, ConfigError
 
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
-def verdict(cfg: Any, sched: Any, summary: dict, run_dir: Path) -> Optional[Exception]:
+
+def verdict(cfg: GlanConfig, sched: Any, summary: dict, run_dir: Path) -> Optional[Exception]:
     """Why the run failed, or None: a level whose every request failed, taxonomy.include/exclude
     that left no discipline, or no rows."""
     backend = getattr(cfg.engine.backend, "value", cfg.engine.backend)
@@ -19,12 +22,14 @@ def verdict(cfg: Any, sched: Any, summary: dict, run_dir: Path) -> Optional[Exce
         st = sched.stats[level]
         if st.planned and not st.ok:
             return CannotProduce(f"every request of the {level} level failed ({st.failed} of {st.planned}; last "
-                                 f"reason: {st.last_reason}; backend {backend})", f"{_fix(cfg, level, st.last_reason, backend)}; {kept}")
+                                 f"reason: {st.last_reason}; backend {backend})",
+                                 f"{_fix(cfg, level, st.last_reason, backend)}; {kept}")
     if sched.stats["taxonomy"].ok and sched.ctx.dropped and not summary["taxonomy"]["disciplines"]:
         key = "taxonomy.exclude" if cfg.taxonomy.exclude else "taxonomy.include"
         dropped = ", ".join(sched.ctx.dropped[:5]) + (", ..." if len(sched.ctx.dropped) > 5 else "")
         return ConfigError(key, f"taxonomy.include={list(cfg.taxonomy.include)} / taxonomy.exclude="
-                           f"{list(cfg.taxonomy.exclude)} left no discipline of the generated taxonomy (dropped: {dropped})",
+                           f"{list(cfg.taxonomy.exclude)} left no discipline of the generated taxonomy "
+                           f"(dropped: {dropped})",
                            "loosen the patterns, or generate the taxonomy with taxonomy.review=true and pick from it")
     if not review and summary["rows"] == 0:
         empty = next((lv for lv in enabled if not sched.stats[lv].items), enabled[-1])
@@ -33,7 +38,7 @@ def verdict(cfg: Any, sched: Any, summary: dict, run_dir: Path) -> Optional[Exce
     return None
 
 
-def _fix(cfg: Any, level: str, reason: str, backend: str) -> str:
+def _fix(cfg: GlanConfig, level: str, reason: str, backend: str) -> str:
     """What to try for a level that failed, by why its last request failed."""
     others = " or ".join(f"engine.backend={b}" for b in ("outlines", "xgrammar", "guidance") if b != backend)
     more = f"engine.max_attempts (now {cfg.engine.max_attempts}) for more tries"

@@ -19,8 +19,9 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import identity, levels, manifest, rundir, teachers
 from .config import ConfigError, from_container
@@ -29,6 +30,9 @@ from .export import record_key
 from .prompts import Templates
 from .scheduler import Scheduler
 from .store import NotAStore, Replies, read_only
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from .config import GlanConfig
 
 EXAMPLES = 3        # differing rows named per file
 
@@ -68,7 +72,7 @@ class StoreOnlyEngine:
         pass
 
 
-def replay(cfg: Any, out_dir: Path, replies: Replies, used: list, rounds: list) -> Scheduler:
+def replay(cfg: GlanConfig, out_dir: Path, replies: Replies, used: list, rounds: list) -> Scheduler:
     """Rebuild a run's outputs into out_dir from its reply store alone."""
     from .run import walk
 
@@ -90,7 +94,7 @@ def _manifest(run_dir: Path) -> dict:
     return man
 
 
-def _identity_lines(cfg: Any, man: dict, templates: Templates) -> list[str]:
+def _identity_lines(cfg: GlanConfig, man: dict, templates: Templates) -> list[str]:
     """The manifest's recorded identity against the one its own config and inputs give."""
     try:
         recorded = identity.Identity.from_dict(man["identity"])
@@ -148,7 +152,8 @@ def _missing_lines(engine: StoreOnlyEngine) -> list[str]:
     if not n:
         return []
     by = ", ".join(f"{lv} {c}" for lv, c in engine.missing_by_level.most_common())
-    return [f"store.sqlite: {n} {'reply' if n == 1 else 'replies'} the run used {'is' if n == 1 else 'are'} missing ({by}; e.g. "
+    what = "1 reply the run used is" if n == 1 else f"{n} replies the run used are"
+    return [f"store.sqlite: {what} missing ({by}; e.g. "
             f"{'; '.join(engine.examples)}): the store is damaged or incomplete, or the config and templates "
             "are not what produced it"]
 
@@ -204,6 +209,7 @@ def _rows_differ(disk: Path, replayed: Path) -> str:
     a, b = next(ia, None), next(ib, None)
     while a is not None or b is not None:
         if b is None or (a is not None and a[0] < b[0]):
+            assert a is not None
             kind, key, a = "extra", a[0], next(ia, None)
         elif a is None or b[0] < a[0]:
             kind, key, b = "missing", b[0], next(ib, None)
@@ -214,7 +220,7 @@ def _rows_differ(disk: Path, replayed: Path) -> str:
                 continue
             kind = "edited"
             fields = sorted(f for f in set(da) | set(db) if da.get(f) != db.get(f))
-            entries = sorted({db.get(f"{f}_request") for f in fields if db.get(f"{f}_request")})
+            entries = sorted({str(db[f"{f}_request"]) for f in fields if db.get(f"{f}_request")})
             key = (f"{key[0]} ({', '.join(fields[:4])}" + (f"; store entry {', '.join(entries)}" if entries else "")
                    + ")", key[1])
         counts[kind] += 1

@@ -3,9 +3,12 @@ the module holds every fact the rest of the program asks about it (see base.py):
 is adding a module to ORDER and a template."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import answers, judge, questions, subjects, syllabus, taxonomy
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 ORDER = (taxonomy, subjects, syllabus, questions, answers, judge)
 NAMES = tuple(m.name for m in ORDER)
@@ -13,12 +16,12 @@ BY_NAME = {m.name: m for m in ORDER}
 INDEX = {m.name: i for i, m in enumerate(ORDER)}
 
 
-def enabled(cfg: Any) -> list[str]:
+def enabled(cfg: GlanConfig) -> list[str]:
     """The levels this run goes through; the last one's records are the dataset's rows."""
     return [m.name for m in ORDER if m.enabled(cfg)]
 
 
-def teacher(cfg: Any, level: str) -> tuple[str, Any]:
+def teacher(cfg: GlanConfig, level: str) -> tuple[str, Any]:
     """(config key, model config) of the teacher that generates `level`: the answer teacher
     (answers.model) for the levels that say so, when one is set; else the question teacher."""
     if BY_NAME[level].TEACHER == "answers.model" and cfg.answers.model is not None:
@@ -26,7 +29,7 @@ def teacher(cfg: Any, level: str) -> tuple[str, Any]:
     return "model", cfg.model
 
 
-def teacher_levels(cfg: Any) -> dict[str, list[str]]:
+def teacher_levels(cfg: GlanConfig) -> dict[str, list[str]]:
     """Config key of each teacher -> the enabled levels it generates, in the order they run."""
     out: dict[str, list[str]] = {}
     for lv in enabled(cfg):
@@ -34,7 +37,7 @@ def teacher_levels(cfg: Any) -> dict[str, list[str]]:
     return out
 
 
-def planned_per_discipline(cfg: Any) -> dict[str, int]:
+def planned_per_discipline(cfg: GlanConfig) -> dict[str, int]:
     """Requests one discipline plans at each enabled level below the taxonomy, each level
     counting from the ones above it. Upper bounds: subjects merged away as duplicates, failed
     requests and syllabi with fewer concept combinations than asked for lower the real counts."""

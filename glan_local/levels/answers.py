@@ -5,11 +5,14 @@ column ready for supervised fine-tuning.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel
 
 from .base import Ask, Context, Node, Outcome, Text, non_blank
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 name = "answers"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -19,11 +22,11 @@ TEACHER = "answers.model"
 DEPTH = 5      # one answer per question, at the question's path
 
 
-def enabled(cfg) -> bool:
+def enabled(cfg: GlanConfig) -> bool:
     return True
 
 
-def planned(cfg, per: dict[str, int]) -> int:
+def planned(cfg: GlanConfig, per: dict[str, int]) -> int:
     return per["questions"]
 
 
@@ -63,4 +66,5 @@ def _row(node: Node, o: Outcome, ctx: Context) -> dict:
     return {**row, "answer": answer, "answer_seed": o.seed, "answer_request": o.key,
             "messages": [{"role": "user", "content": row["question"]},
                          {"role": "assistant", "content": answer}],
-            "model": ctx.model_name, "answer_model": ctx.answer_model_name or ctx.model_name, **_language(ctx.cfg.language)}
+            "model": ctx.model_name, "answer_model": ctx.answer_model_name or ctx.model_name,
+            **_language(ctx.cfg.language)}

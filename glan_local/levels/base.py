@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 from pydantic import AfterValidator, BaseModel
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 
 def non_blank(v: str) -> str:
@@ -91,7 +95,7 @@ class Outcome:
 
 @dataclass
 class Context:
-    cfg: Any           # the validated GlanConfig
+    cfg: GlanConfig           # the validated GlanConfig
     model_name: str
     answer_model_name: str = ""    # the answer teacher's, when answers.model names another
     dropped: list = field(default_factory=list)   # taxonomy nodes left out by include/exclude

@@ -6,11 +6,14 @@ in quality/removed.jsonl. A pair the judge failed to grade keeps null scores, ne
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 from pydantic import BaseModel
 
 from .base import Ask, Context, Node, Outcome, Text
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 name = "judge"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -21,11 +24,11 @@ DEPTH = 5      # one grade per answer, at the question's path
 SCORES = ("clarity", "answerability", "correctness")
 
 
-def enabled(cfg) -> bool:
+def enabled(cfg: GlanConfig) -> bool:
     return cfg.quality.judge.enabled
 
 
-def planned(cfg, per: dict[str, int]) -> int:
+def planned(cfg: GlanConfig, per: dict[str, int]) -> int:
     return per["answers"]
 
 Score = Literal[1, 2, 3, 4, 5]   # an enum in the JSON schema: every backend constrains it, unlike minimum/maximum

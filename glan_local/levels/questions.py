@@ -1,11 +1,14 @@
 """Level 4, homework questions: one per sampled concept combination, with the full syllabus."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel
 
 from .base import Ask, Context, Node, Outcome, Text
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 name = "questions"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -15,11 +18,11 @@ TEACHER = "model"
 DEPTH = 5      # a discipline's path, a subject, a question
 
 
-def enabled(cfg) -> bool:
+def enabled(cfg: GlanConfig) -> bool:
     return True
 
 
-def planned(cfg, per: dict[str, int]) -> int:
+def planned(cfg: GlanConfig, per: dict[str, int]) -> int:
     return per["syllabus"] * cfg.breadth.questions_per_syllabus
 
 

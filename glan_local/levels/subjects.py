@@ -8,12 +8,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from enum import Enum
-from functools import lru_cache
-from typing import Optional
+from functools import cache
+from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, Field, create_model
 
 from .base import Ask, Context, Node, Outcome, Text, name_part
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 name = "subjects"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -23,11 +26,11 @@ TEACHER = "model"
 DEPTH = 3      # a discipline's path: field, sub-field, discipline
 
 
-def enabled(cfg) -> bool:
+def enabled(cfg: GlanConfig) -> bool:
     return True
 
 
-def planned(cfg, per: dict[str, int]) -> int:
+def planned(cfg: GlanConfig, per: dict[str, int]) -> int:
     return cfg.breadth.subject_queries
 
 
@@ -37,7 +40,7 @@ class SubjectLevel(str, Enum):
     advanced = "advanced"
 
 
-@lru_cache(maxsize=None)
+@cache
 def subject_schema(subtopics_max: int) -> type[BaseModel]:
     return create_model(
         f"Subject{subtopics_max}",
@@ -48,10 +51,11 @@ def subject_schema(subtopics_max: int) -> type[BaseModel]:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(count: int, subtopics_max: int) -> type[BaseModel]:
+    Subject = subject_schema(subtopics_max)
     return create_model(f"Subjects{count}_{subtopics_max}",
-                        subjects=(list[subject_schema(subtopics_max)], Field(min_length=1, max_length=count)))
+                        subjects=(list[Subject], Field(min_length=1, max_length=count)))  # type: ignore[valid-type]
 
 
 def normalize(subject_name: str) -> str:

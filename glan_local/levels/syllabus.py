@@ -5,14 +5,17 @@ a seed derived from the run seed and the syllabus's place in the tree.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Optional
+from functools import cache
+from typing import TYPE_CHECKING, Optional
 
 from pydantic import BaseModel, Field, create_model
 
 from .. import sampling
 from ..seeds import derive_seed
 from .base import Ask, Context, Node, Outcome, Text, index_part
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 name = "syllabus"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -22,30 +25,31 @@ TEACHER = "model"
 DEPTH = 4      # a discipline's path, then the subject
 
 
-def enabled(cfg) -> bool:
+def enabled(cfg: GlanConfig) -> bool:
     return True
 
 
-def planned(cfg, per: dict[str, int]) -> int:
+def planned(cfg: GlanConfig, per: dict[str, int]) -> int:
     """One per merged subject: at most max_subjects_per_discipline, and no more than were asked."""
     b = cfg.breadth
     return min(b.max_subjects_per_discipline, b.subject_queries * b.subjects_per_query)
 
 
-@lru_cache(maxsize=None)
+@cache
 def session_schema(concepts_max: int) -> type[BaseModel]:
     return create_model(f"Session{concepts_max}", title=(Text, ...), description=(Text, ...),
                         key_concepts=(list[Text], Field(min_length=1, max_length=concepts_max)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(sessions_min: int, sessions_max: int, concepts_max: int) -> type[BaseModel]:
+    Session = session_schema(concepts_max)
     return create_model(
         f"Syllabus{sessions_min}_{sessions_max}_{concepts_max}",
         introduction=(Text, ...),
         objectives=(list[Text], Field(min_length=1, max_length=5)),
         outcomes=(list[Text], Field(min_length=1, max_length=5)),
-        sessions=(list[session_schema(concepts_max)], Field(min_length=sessions_min, max_length=sessions_max)),
+        sessions=(list[Session], Field(min_length=sessions_min, max_length=sessions_max)),  # type: ignore[valid-type]
     )
 
 

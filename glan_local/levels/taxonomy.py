@@ -11,9 +11,9 @@ from __future__ import annotations
 import fnmatch
 import json
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import yaml
 from pydantic import BaseModel, Field, create_model, field_validator
@@ -21,6 +21,9 @@ from pydantic import BaseModel, Field, create_model, field_validator
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
 from .base import Ask, Context, Node, Outcome, Text, name_part, normal_name
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import GlanConfig
 
 name = "taxonomy"
 # The variables its template gets (besides `language`); checked when the run starts.
@@ -39,7 +42,7 @@ class Parents(BaseModel):
     subfield: Text
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(count: int) -> type[BaseModel]:
     model = create_model(
         f"Names{count}",
@@ -60,11 +63,11 @@ def _count(depth: str, cfg) -> int:
     return {"field": b.fields, "subfield": b.subfields_per_field, "discipline": b.disciplines_per_subfield}[depth]
 
 
-def enabled(cfg) -> bool:
+def enabled(cfg: GlanConfig) -> bool:
     return True
 
 
-def plan(cfg, roots: Optional[list[Node]] = None) -> tuple[dict[int, int], int, str]:
+def plan(cfg: GlanConfig, roots: Optional[list[Node]] = None) -> tuple[dict[int, int], int, str]:
     """(asks per depth of the taxonomy tree, disciplines, where they come from). roots: this
     run's root nodes from taxonomy.file (after include/exclude and shard), or None for a
     generated taxonomy: its root asks for fields, each field for sub-fields, each sub-field
@@ -128,7 +131,8 @@ def saved(run_dir: Path) -> None:
     with open(run_dir / "levels" / f"{name}.jsonl", encoding="utf-8") as f:
         disciplines = [json.loads(line) for line in f if line.strip()]
     atomic_write_text(run_dir / "taxonomy.yaml",
-                      "# Edit freely (drop a node to drop its subtree), then run: glan-local taxonomy.file=<this file>\n"
+                      "# Edit freely (drop a node to drop its subtree), then run: "
+                      "glan-local taxonomy.file=<this file>\n"
                       + yaml.safe_dump(to_file(disciplines), sort_keys=False, allow_unicode=True))
 
 
@@ -233,7 +237,8 @@ def load(path: str, infer_parents: bool = False) -> list[Node]:
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", getattr(e, "lineno", None))
         where = f" (line {line + 1 if isinstance(e, yaml.YAMLError) else line})" if line is not None else ""
-        raise ConfigError(key, f"'{p}' is not valid YAML/JSON{where}", "fix the syntax; see taxonomy.yaml of a run for the format")
+        raise ConfigError(key, f"'{p}' is not valid YAML/JSON{where}",
+                          "fix the syntax; see taxonomy.yaml of a run for the format")
     if raw is None:
         raise ConfigError(key, f"'{p}' is empty", "list the taxonomy as {fields: [{name, subfields: "
                           "[{name, disciplines: [...]}]}]}, or give a .txt file with one discipline per line")

@@ -20,6 +20,14 @@ LANG_CODES = {"english": "en", "french": "fr", "german": "de", "spanish": "es", 
               "vietnamese": "vi", "indonesian": "id", "swedish": "sv", "czech": "cs", "greek": "el"}
 
 
+def _hashed(model: dict) -> str:
+    """What the model identity is, said exactly: the sha256 over every byte of its defining files."""
+    if not model.get("sha256"):
+        return ""
+    files = ", ".join(sorted(model.get("files", {}))) or "its files"
+    return f" (content sha256 `{model['sha256'][:16]}...`, over every byte of {files})"
+
+
 def size_category(n: int) -> str:
     bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
               (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
@@ -28,11 +36,11 @@ def size_category(n: int) -> str:
 
 def header(splits: dict[str, int], languages: list[str], license: Optional[str], pretty_name: str,
            codes: Optional[set[str]] = None) -> dict:
-    codes = sorted({LANG_CODES[lang.strip().lower()] for lang in languages if lang.strip().lower() in LANG_CODES}
+    found = sorted({LANG_CODES[lang.strip().lower()] for lang in languages if lang.strip().lower() in LANG_CODES}
                    | set(codes or ()))
     h: dict[str, Any] = {"license": license or "other"}
-    if codes:
-        h["language"] = codes
+    if found:
+        h["language"] = found
     h.update({
         "task_categories": ["text-generation", "question-answering"],
         "tags": ["synthetic", "glan", "instruction-tuning", "sft"],
@@ -71,10 +79,10 @@ def render(*, splits: dict[str, int], columns: list[str], stats: Published, info
 
     out.append("## Teacher\n")
     m = info.summary.get("model") or {}
-    out.append(f"- model: `{teacher}`" + (f" (weights sha256 `{m['files_sha256'][:16]}...`)" if m.get("files_sha256") else ""))
+    out.append(f"- model: `{teacher}`" + _hashed(m))
     a = info.summary.get("answer_model") or {}
     if a:
-        out.append(f"- answers (and judge) by: `{a.get('name')}` (weights sha256 `{a.get('files_sha256', '')[:16]}...`)")
+        out.append(f"- answers (and judge) by: `{a.get('name')}`" + _hashed(a))
     if cfg.get("engine"):
         out.append(f"- structured output backend: `{cfg['engine'].get('backend')}`; seed: `{cfg.get('seed')}`; "
                    f"language: `{cfg.get('language')}`")
@@ -152,7 +160,8 @@ def render(*, splits: dict[str, int], columns: list[str], stats: Published, info
         emb = div.get("embedding") or {}
         out.append(f"- diversity of questions: distinct-1 {div['distinct_1']}, distinct-2 {div['distinct_2']}, "
                    f"distinct-3 {div['distinct_3']}; mean pairwise cosine (all-MiniLM-L6-v2): "
-                   + (f"{emb['value']} over {emb['n']} questions" if emb.get("value") is not None else emb.get("note", "-")))
+                   + (f"{emb['value']} over {emb['n']} questions" if emb.get("value") is not None
+                      else emb.get("note", "-")))
     out.append("")
 
     if cfg:

@@ -35,6 +35,7 @@ def load_config(overrides: list[str], base: dict | None = None) -> QualityConfig
         raise ConfigError(f"quality.{key}" if not str(key).startswith("quality") else key, msg,
                           "check the key and its type against the quality: block of conf/config.yaml")
     q = OmegaConf.to_object(merged)
+    assert isinstance(q, QualityConfig)
     q.validate("quality")
     return q
 

@@ -3,7 +3,8 @@ data/) and published, the rows removed by reason, the requests that failed by le
 (levels/failures.jsonl), and the mean judge scores; and the branches that under-produce.
 
 A run's rows and failures carry node ids ("3fa9c01b2e.9c0e11d2a4.77b0c3e5f1..."), whose first
-three parts are the field, sub-field and discipline (levels/base.py name_part): the discipline is the id's first three parts, the field its
+three parts are the field, sub-field and discipline (levels/base.py name_part): the discipline
+is the id's first three parts, the field its
 first. Failures above a discipline (a field's sub-field list, say) count for their field. Rows
 without such ids (a user's JSONL) are grouped by their field and discipline columns.
 
@@ -58,7 +59,7 @@ class Coverage:
         self.failed: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         self.judge: dict[str, dict[str, list]] = defaultdict(lambda: {c: [0, 0] for c in JUDGE_COLUMNS})
         self.outside: dict[str, Counter] = defaultdict(Counter)   # failures above every field
-        self.taxonomy = [d for d in info.disciplines if _node(d.get("id")) and len(_node(d["id"])) == 3]
+        self.taxonomy = [d for d in info.disciplines if len(_node(d.get("id")) or ()) == 3]
         for d in self.taxonomy:
             self._name(d["id"], d)
         if info.run_dir is not None:
@@ -129,9 +130,9 @@ class Coverage:
             removed.update(self.removed.get(k, {}))
             for lv, c in self.failed.get(k, {}).items():
                 failed[lv].update(c)
-            for c, (s, n) in self.judge.get(k, {}).items():
-                sums[c][0] += s
-                sums[c][1] += n
+            for col, (s, n) in self.judge.get(k, {}).items():
+                sums[col][0] += s
+                sums[col][1] += n
         for lv, c in (extra_failed or {}).items():
             failed[lv].update(c)
         produced, published = sum(self.produced[k] for k in keys), sum(self.published[k] for k in keys)

@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from .rows import detect_fields, load_rows
 from .text import flatten, joined, ngrams, words
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import DecontamConfig
 
 # An n-gram shared by more benchmark texts than this is template text, not content: it would
 # only slow the count down, and on its own it can never reach min_overlap of a real item.
@@ -90,7 +93,7 @@ class Decontaminator:
     `contamination` column."""
     name = "decontam"
 
-    def __init__(self, cfg: Any, say=None):
+    def __init__(self, cfg: DecontamConfig, say=None):
         self.cfg, self.mode = cfg, getattr(cfg.mode, "value", cfg.mode)
         self.adds = "contamination" if self.mode == "flag" else None
         self.per: dict[str, dict] = {}
@@ -121,7 +124,7 @@ class Decontaminator:
         return r, None
 
 
-def decontaminate(rows: list[dict], cfg: Any, say=None) -> DecontamResult:
+def decontaminate(rows: list[dict], cfg: DecontamConfig, say=None) -> DecontamResult:
     d = Decontaminator(cfg, say)
     kept, removed = [], []
     for r in rows:

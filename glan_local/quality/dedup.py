@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .rows import chunks
 from .text import joined, ngrams, normalize, words
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import DedupConfig
 
 THIS = "this dataset"
 CHUNK = 2000
@@ -48,7 +52,7 @@ class Deduper:
     in order: each chunk's kept rows are indexed before the next chunk."""
     name = "dedup"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: DedupConfig):
         self.cfg = cfg
         self.counts = {"exact": 0, "near": 0, "exact_earlier": 0, "near_earlier": 0}
         self.seen: dict[int, int] = {}           # digest of normalised text -> handle
@@ -162,7 +166,8 @@ class Deduper:
         place = len(self.places) - 1
         keys, sig, bands = self._prepare(rows)
         near = sig is not None
-        before, within = (self._candidates(bands), self._within(bands)) if near else (None, None)
+        before: list[set] = self._candidates(bands) if near else []
+        within: dict[int, set] = self._within(bands) if near else {}
         mine: dict[int, int] = {}        # row of this chunk -> its handle, once indexed
         out: list[Optional[dict]] = []
         for j, (r, key) in enumerate(zip(rows, keys)):
@@ -199,7 +204,7 @@ class Deduper:
         return out
 
 
-def dedup(rows: list[dict], cfg: Any, earlier: Optional[list[tuple[str, list[dict]]]] = None) -> DedupResult:
+def dedup(rows: list[dict], cfg: DedupConfig, earlier: Optional[list[tuple[str, list[dict]]]] = None) -> DedupResult:
     """cfg is a DedupConfig; earlier is [(path, rows)] whose rows are never removed, only matched."""
     d = Deduper(cfg)
     for path, prior in earlier or []:

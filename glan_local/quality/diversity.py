@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from typing import Optional
+from typing import Any, Optional
 
 from .text import words
 
@@ -64,7 +64,7 @@ def mean_pairwise_cosine(texts: list[str], sample: int, seed: int = 0) -> dict:
 def diversity(texts: list[str], embed_texts: list[str], embeddings: bool) -> dict:
     """texts: the questions distinct-n is measured on (all, or a sample of a large dataset);
     embed_texts: those embedded (already sampled to quality.report.embedding_sample)."""
-    out = {f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)}
+    out: dict[str, Any] = {f"distinct_{n}": distinct_n(texts, n) for n in (1, 2, 3)}
     out["distinct_over"] = len(texts)
     if not embeddings:
         out["embedding"] = {"value": None, "note": "not computed: quality.report.embeddings=false"}

@@ -3,7 +3,8 @@ below quality.judge.min_score on any criterion, or that the judge failed to grad
 (to quality/removed.jsonl, with its scores, so a threshold can be revisited without a rerun)."""
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from ..levels.judge import SCORES
 
@@ -35,9 +36,10 @@ class Threshold:
         if any(s is None for s in scores):
             self.unscored += 1
             return r, {"reason": "judge-unscored", "row": r}
-        if min(scores) < self.min_score:
+        graded = [int(s) for s in scores if s is not None]
+        if min(graded) < self.min_score:
             self.below += 1
-            return r, {"reason": "judge-below-threshold", "detail": [c for c, s in zip(COLUMNS, scores)
+            return r, {"reason": "judge-below-threshold", "detail": [c for c, s in zip(COLUMNS, graded)
                                                                     if s < self.min_score], "row": r}
         return r, None
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..config import LanguageCheckConfig
 from .text import flatten
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import QualityConfig
 
 PACKAGE = "py3langid"
 # At 0.98 no right-language sample of scripts/language_accuracy.py is removed (the closest,
@@ -74,7 +77,7 @@ class Verdict:
 def decide(probs: dict[str, float], expected: str, min_confidence: float) -> Verdict:
     """The verdict from one text's confidences (code -> value, summing to about 1)."""
     other = 1.0 - float(probs.get(NOT_LANGUAGE, 0.0))
-    top = max((k for k in probs if k != NOT_LANGUAGE), key=probs.get, default=None)
+    top = max((k for k in probs if k != NOT_LANGUAGE), key=lambda k: probs[k], default=None)
     if other < 0.5 or top is None:
         return Verdict()
     e = float(probs.get(ALIASES.get(expected, expected), 0.0)) / other
@@ -117,9 +120,10 @@ class LanguageCheck:
     `language` if given, else the row's language_code (or language) column, else the run's."""
     name = "language"
 
-    def __init__(self, q: Any, language: Optional[str] = None, run_language: Optional[str] = None, say=None):
+    def __init__(self, q: QualityConfig, language: Optional[str] = None, run_language: Optional[str] = None, say=None):
         lc = q.language
-        self.mode, self.min_confidence, self.fields = str(getattr(lc.mode, "value", lc.mode)), lc.min_confidence, list(lc.fields)
+        self.mode = str(getattr(lc.mode, "value", lc.mode))
+        self.min_confidence, self.fields = lc.min_confidence, list(lc.fields)
         self.adds = "wrong_language" if self.mode == "flag" else None
         self.say = say or (lambda m: None)
         self.given, self.run_language = language, run_language
@@ -174,7 +178,8 @@ class LanguageCheck:
                             "expected_confidence": v.expected_confidence})
         if bad:
             self.wrong += 1
-            self.detected[bad[0]["detected"]] = self.detected.get(bad[0]["detected"], 0) + 1
+            first = str(bad[0]["detected"])
+            self.detected[first] = self.detected.get(first, 0) + 1
         if self.mode == "flag":
             return {**r, "wrong_language": ",".join(f"{b['field']}:{b['detected']}" for b in bad)}, None
         if bad:

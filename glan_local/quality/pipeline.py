@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import shlex
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from ..atomic import atomic_path, atomic_write_text
 from . import card, coverage, judged, langcheck, publish, report
 from .decontam import Decontaminator
 from .dedup import CHUNK, Deduper
@@ -28,7 +30,9 @@ from .diversity import diversity
 from .rows import chunks, is_run_dir, iter_rows
 from .runinfo import read_run
 from .stats import Published
-from ..atomic import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
+    from ..config import QualityConfig
 
 REMOVED_KEYS = ("reason", "duplicate_of", "duplicate_in", "similarity", "benchmark", "benchmark_item", "detail")
 
@@ -56,7 +60,7 @@ def _source(src: str, question: str = "question", answer: str = "answer") -> Ite
     return (prepare_row(r, i, question, answer) for i, r in enumerate(iter_rows(src)))
 
 
-def preflight(q: Any) -> None:
+def preflight(q: QualityConfig) -> None:
     """Read every benchmark and earlier dataset now, so a file without a usable text column
     stops a run before the model loads, not after hours of generation."""
     from ..errors import ConfigError
@@ -86,7 +90,8 @@ class _Pass1:
     def __init__(self, stages: list, dedup: Optional[Deduper], cov: coverage.Coverage, qdir: Path):
         self.stages, self.dedup, self.cov = stages, dedup, cov
         names = [s.name for s in stages] + (["dedup"] if dedup else [])
-        self.files = {n: open(qdir / f"removed.{n}.tmp", "w", encoding="utf-8") for n in names}
+        self.files = {n: open(qdir / f"removed.{n}.tmp", "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+                      for n in names}
         self.counts: dict[str, Counter] = {n: Counter() for n in names}
         self.by_discipline: dict[str, list[int]] = defaultdict(list)
         self.keep = bytearray()
@@ -152,7 +157,7 @@ class _Pass1:
         return merged
 
 
-def run_quality(q: Any, out_dir: Path, *, run_dir: Optional[Path] = None, source: Optional[str] = None,
+def run_quality(q: QualityConfig, out_dir: Path, *, run_dir: Optional[Path] = None, source: Optional[str] = None,
                 seed: int = 0, say: Optional[Callable[[str], None]] = None, question_field: str = "question",
                 answer_field: str = "answer", command: Optional[str] = None, language: Optional[str] = None) -> dict:
     """q is a QualityConfig. Reads run_dir's dataset (data/) or `source`; writes out_dir; returns
@@ -186,8 +191,9 @@ def run_quality(q: Any, out_dir: Path, *, run_dir: Optional[Path] = None, source
     if decon:
         stages.append(decon)
     dd = Deduper(q.dedup) if q.dedup.enabled else None
-    for path in (q.dedup.against if dd else []):
-        dd.index_earlier(path, _source(path))
+    if dd is not None:
+        for path in q.dedup.against:
+            dd.index_earlier(path, _source(path))
 
     cov = coverage.Coverage(info)
     first = _Pass1(stages, dd, cov, qdir)

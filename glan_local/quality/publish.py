@@ -11,6 +11,7 @@ import math
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from ..atomic import commit
 from ..seeds import derive_seed
@@ -41,8 +42,8 @@ class Schema:
     """The Arrow schema of rows seen chunk by chunk: every key of every row (user files may be
     ragged; missing cells are null), types widened as later rows demand (null -> string)."""
 
-    def __init__(self):
-        self.schema = None
+    def __init__(self) -> None:
+        self.schema: Any = None     # a pyarrow.Schema once rows are seen
 
     def add(self, rows: list[dict]) -> None:
         import pyarrow as pa
@@ -76,16 +77,16 @@ class Writer:
             (self.data / (old.name.rsplit("-", 3)[0] + ".jsonl")).unlink(missing_ok=True)
             old.unlink()
         # As datasets writes it: its features in the schema's metadata, so load_dataset restores them.
-        self.schema = datasets.Features.from_arrow_schema(schema).arrow_schema if schema is not None else None
+        self.schema: Any = datasets.Features.from_arrow_schema(schema).arrow_schema if schema is not None else None
         self.cdc = getattr(datasets.config, "DEFAULT_CDC_OPTIONS", None)
-        self.splits = {}
+        self.splits: dict[str, dict[str, Any]] = {}
         for name, n in sizes.items():
             if n:
                 k = max(1, math.ceil(n / shard_rows))
                 div, mod = divmod(n, k)
                 self.splits[name] = {"sizes": [div + (i < mod) for i in range(k)], "shard": -1, "left": 0,
                                      "pq": None, "buf": [], "bytes": 0, "files": [],
-                                     "jsonl": open(self.data / f"{name}.jsonl.tmp", "w", encoding="utf-8")}
+                                     "jsonl": open(self.data / f"{name}.jsonl.tmp", "w", encoding="utf-8")}  # noqa: SIM115
 
     def _flush(self, s: dict) -> None:
         import pyarrow as pa

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write_text
 from . import plots
 from .judged import COLUMNS as JUDGE_COLUMNS
 from .runinfo import RunInfo
 from .stats import Published
-from ..atomic import atomic_write_text
 
 MAX_TABLE = 300    # discipline rows in a table; the rest are in quality/summary.json
 
@@ -210,7 +210,7 @@ def _quality(quality: dict) -> list[str]:
     if j.get("scores"):
         out.append("<h2>Judge scores</h2>")
         # All graded pairs, the ones the threshold removed included.
-        series = [(c.replace("judge_", ""), [int(k) for k, n in j["scores"][c].items() for _ in range(n)])
+        series = [(c.replace("judge_", ""), [float(k) for k, n in j["scores"][c].items() for _ in range(n)])
                   for c in JUDGE_COLUMNS]
         out.append(_img(plots.hists(series, "score (1-5)", integer=True), "judge scores"))
         out.append(f"<p>{j['graded']} pairs graded; kept those with every score &gt;= {j['min_score']}: "
@@ -223,7 +223,8 @@ def _diversity(div: dict, published: int) -> list[str]:
     emb = div.get("embedding") or {}
     val = emb.get("value")
     out.append(_table(["measure", "value"], [
-        ["distinct-1", div.get("distinct_1")], ["distinct-2", div.get("distinct_2")], ["distinct-3", div.get("distinct_3")],
+        ["distinct-1", div.get("distinct_1")], ["distinct-2", div.get("distinct_2")],
+        ["distinct-3", div.get("distinct_3")],
         ["mean pairwise cosine, all-MiniLM-L6-v2 (lower: more diverse)",
          f"{val} over {emb.get('n')} questions" if val is not None else "-"]]))
     if val is None and emb.get("note"):

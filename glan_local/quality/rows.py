@@ -4,9 +4,10 @@ nothing here downloads otherwise)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Optional
 
 # Columns that hold the prompt in common benchmark and instruction formats, in preference order.
 TEXT_FIELDS = ("question", "prompt", "problem", "input", "text", "instruction")

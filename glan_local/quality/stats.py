@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from array import array
 from collections import Counter
+from typing import Optional
 
 from .text import words
 
@@ -19,7 +20,7 @@ class Published:
         """n: the rows that will be added, in published order (train, then held out)."""
         self.n = 0
         step = max(1, n // samples)
-        self.sample_at = {i: None for i in range(0, n, step)[:samples]}
+        self.sample_at: dict[int, Optional[dict]] = {i: None for i in range(0, n, step)[:samples]}
         # The draws random.sample() makes over the questions themselves, made over positions.
         self.distinct_at = None if n <= DISTINCT_SAMPLE else set(random.Random(seed).sample(range(n), DISTINCT_SAMPLE))
         self.embed_order = list(range(n)) if n <= embed_sample else random.Random(seed).sample(range(n), embed_sample)
