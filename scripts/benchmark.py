@@ -214,13 +214,11 @@ def run_raw(requests: list[dict], backend: str, model_dir: str, config: dict, wo
 
 # --- sweeps: `glan-local -m` (one engine) against the same jobs as separate processes ---------------
 
-# A tiny tree made cheaper where it costs most on a 2-core CPU (tests/e2e.py's TINY); the swept
-# keys leave the taxonomy, subjects and syllabi the same in every job, as a real sweep over
-# question and answer settings does.
-SWEEP_BASE = ["breadth=tiny", "breadth.subjects_per_query=2", "breadth.max_subjects_per_discipline=1",
-              "breadth.sessions_max=3", "seed=1", "sampling.subjects.max_tokens=384",
-              "sampling.syllabus.max_tokens=512", "sampling.questions.max_tokens=128",
-              "sampling.answers.max_tokens=256", "quality.enabled=false"]
+# The tiny preset, its replies shorter where the small teacher loops (tests/e2e.py's max_tokens);
+# the swept keys leave the taxonomy, subjects and syllabi the same in every job, as a real sweep
+# over question and answer settings does.
+SWEEP_BASE = ["breadth=tiny", "seed=1", "sampling.subjects.max_tokens=384", "sampling.syllabus.max_tokens=512",
+              "sampling.questions.max_tokens=128", "sampling.answers.max_tokens=256", "quality.enabled=false"]
 SWEEPS = {4: ["breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.3,0.7"],
           16: ["breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.2,0.4,0.6,0.8",
                "sampling.questions.temperature=0.7,1.0"]}
