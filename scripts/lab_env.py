@@ -6,13 +6,12 @@ read with a regular expression).
                                            transformers that is missing or outside pyproject's range;
                                            else print pip constraints: name==version of vLLM and of
                                            everything it needs, as installed (torch, transformers, ...)
-  python lab_env.py pth                    a .pth file that adds this python's own site directories
-                                           to a venv made from it (see install.sh)
+  python lab_env.py pth                    a .pth file that shows a venv made from this python all
+                                           the packages that this python sees
   python lab_env.py verify CONSTRAINTS     exit 1, one line, when this python sees another version
                                            of a constrained package than the lab had
 """
 import re
-import site
 import sys
 from importlib import metadata
 
@@ -100,11 +99,11 @@ def check(pyproject: str) -> None:
 
 
 def pth() -> None:
-    """A venv made with --system-site-packages from a venv's python sees the BASE interpreter's
-    site-packages, not that venv's: name this python's own site directories (those the base
-    lacks), so that the new venv sees them after its own and before the base's."""
-    base = set(site.getsitepackages([sys.base_prefix]))
-    dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and p not in base]
+    """Every site directory this python sees, in its order (its venv's, the base interpreter's
+    where that venv includes them, the user's): a venv made from it with this .pth file sees
+    exactly these packages, after its own. --system-site-packages would not do: from a venv's
+    python it gives the base interpreter's site-packages instead of that venv's."""
+    dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     print("".join(f"import site; site.addsitedir({d!r})\n" for d in dirs), end="")
 
 
