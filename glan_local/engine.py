@@ -355,7 +355,9 @@ def self_check(engine, backend: str, timeout_s: float = 600.0) -> float:
         valid = False
     if c.finish_reason == "stop" and valid:
         return time.monotonic() - t
-    others = " or ".join(f"engine.backend={b}" for b in ("outlines", "xgrammar", "guidance") if b != backend)
+    from .config import Backend
+
+    others = Backend.others(backend)
     why = f"finish_reason={c.finish_reason}" + (f" ({' '.join(c.error.split())[:160]})" if c.error else "")
     raise CannotProduce(
         f"the {backend} structured-output backend failed its start-up self-check with this teacher on "

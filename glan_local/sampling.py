@@ -24,13 +24,6 @@ def two_session_count(m1: int, m2: int) -> int:
     return s(m1 + m2) - s(m1) - s(m2)
 
 
-def total_count(sizes: list[int], two_session: bool) -> int:
-    n = sum(single_session_count(m) for m in sizes)
-    if two_session:
-        n += sum(two_session_count(a, b) for a, b in combinations(sizes, 2))
-    return n
-
-
 Combo = tuple[tuple[int, ...], tuple[tuple[int, int], ...]]   # (sessions, ((session, concept), ...))
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import levels
+from .config import Backend
 from .errors import CannotProduce, ConfigError
 
 if TYPE_CHECKING:     # config imports levels: a type-only import keeps the graph acyclic
@@ -40,7 +41,7 @@ def verdict(cfg: GlanConfig, sched: Any, summary: dict, run_dir: Path) -> Option
 
 def _fix(cfg: GlanConfig, level: str, reason: str, backend: str) -> str:
     """What to try for a level that failed, by why its last request failed."""
-    others = " or ".join(f"engine.backend={b}" for b in ("outlines", "xgrammar", "guidance") if b != backend)
+    others = Backend.others(backend)
     more = f"engine.max_attempts (now {cfg.engine.max_attempts}) for more tries"
     if reason.startswith("cut at max_tokens"):
         return (f"raise sampling.{level}.max_tokens (now {getattr(cfg.sampling, level).max_tokens}) or "

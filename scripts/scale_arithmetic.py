@@ -4,7 +4,7 @@
 Request counts come from the real breadth=paper config (conf/breadth/paper.yaml) and the same
 per-discipline planning the shards use (glan_local/shard.py). Tokens per request and GPU
 throughputs are ASSUMPTIONS, stated below: change them here and paste the output into the
-README (tests/test_scale.py checks that the README holds this script's output).
+docs/sweeps-and-clusters.md (tests/test_scale.py checks that the page holds this script's output).
 
     .venv/bin/python scripts/scale_arithmetic.py
 """

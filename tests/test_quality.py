@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,9 +15,31 @@ import yaml
 from fakes import FakeEngine
 from glan_local.config import ConfigError, DecontamConfig, DedupConfig, QualityConfig
 from glan_local.quality import decontam, diversity, publish
-from glan_local.quality.dedup import dedup
+from glan_local.quality.dedup import CHUNK, Deduper, chunks
 from glan_local.quality.pipeline import run_quality
 from glan_local.run import generate
+
+
+def dedup(rows, cfg, earlier=None):
+    """The Deduper over a list, as the quality step streams it: (kept, removed, counts)."""
+    d = Deduper(cfg)
+    for path, prior in earlier or []:
+        d.index_earlier(path, prior)
+    kept, removed = [], []
+    for chunk in chunks(rows, CHUNK):
+        for r, gone in zip(chunk, d.check(chunk)):
+            (removed if gone else kept).append(gone or r)
+    return SimpleNamespace(kept=kept, removed=removed, counts=d.counts)
+
+
+def decontaminate(rows, cfg):
+    """The Decontaminator over a list: (kept, removed, per_benchmark)."""
+    d = decontam.Decontaminator(cfg)
+    kept, removed = [], []
+    for r in rows:
+        r, gone = d.check(r)
+        (removed if gone else kept).append(gone or r)
+    return SimpleNamespace(kept=kept, removed=removed, per_benchmark=d.per)
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 GSM = FIX / "gsm8k_like.jsonl"
@@ -115,14 +138,14 @@ def test_planted_benchmark_questions_are_caught_per_benchmark(tmp_path):
             _row(2, "Which of the following best explains why the tides rise twice a day on most coasts?"),
             _row(3, LONG)]
     q = DecontamConfig(benchmarks=[str(GSM), str(MMLU)])
-    res = decontam.decontaminate(rows, q)
+    res = decontaminate(rows, q)
     assert [r["id"] for r in res.kept] == ["00002", "00003"]     # a shared stock phrase is not a hit
     assert {x["row"]["id"]: x["benchmark"] for x in res.removed} == {"00000": "gsm8k_like", "00001": "mmlu_like"}
     assert res.per_benchmark["gsm8k_like"]["hits"] == 1 and res.per_benchmark["mmlu_like"]["hits"] == 1
     assert res.per_benchmark["gsm8k_like"]["fields"] == ["question"]        # auto-detected
     assert res.removed[0]["benchmark_item"] == 1 and res.removed[0]["similarity"] == 1.0
     # flag mode keeps every row and names the benchmarks.
-    flagged = decontam.decontaminate(rows, DecontamConfig(benchmarks=[str(GSM), str(MMLU)], mode="flag"))
+    flagged = decontaminate(rows, DecontamConfig(benchmarks=[str(GSM), str(MMLU)], mode="flag"))
     assert not flagged.removed and [r["contamination"] for r in flagged.kept] == ["gsm8k_like", "mmlu_like", "", ""]
 
 
@@ -135,11 +158,11 @@ def test_benchmarks_from_a_save_to_disk_folder_with_named_fields_and_short_items
     rows = [_row(0, "Name the largest planet"), _row(1, "Name the largest planet in our solar system, then "
                                                           "compare its mass with the mass of the Earth."),
             _row(2, "Tell me: " + LONG)]
-    res = decontam.decontaminate(rows, DecontamConfig(benchmarks=[str(folder)], benchmark_fields=["prompt"]))
+    res = decontaminate(rows, DecontamConfig(benchmarks=[str(folder)], benchmark_fields=["prompt"]))
     # Short items (< n words) match only the same text; the long train item is found inside row 2.
     assert sorted(x["row"]["id"] for x in res.removed) == ["00000", "00002"]
     with pytest.raises(ValueError, match="not found"):
-        decontam.decontaminate(rows, DecontamConfig(benchmarks=[str(folder)], benchmark_fields=["nope"]))
+        decontaminate(rows, DecontamConfig(benchmarks=[str(folder)], benchmark_fields=["nope"]))
 
 
 # --- export, card, held-out ------------------------------------------------------------------

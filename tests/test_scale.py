@@ -266,12 +266,13 @@ def test_slurm_launcher_config_composes_without_a_cluster(tmp_path):
 
 # --- the paper-scale arithmetic ---------------------------------------------------------------------
 
-def test_scale_arithmetic_script_prints_the_readme_table():
+def test_scale_arithmetic_script_prints_the_documented_table():
     p = subprocess.run([sys.executable, str(ROOT / "scripts" / "scale_arithmetic.py")], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     out = p.stdout
     assert "9,984,000" in out                        # 128 disciplines x 150 subjects x 520 questions
-    readme = (ROOT / "README.md").read_text()
-    # The README pastes this output: it must be the script's, to the character.
-    assert out.strip() in readme, "README's scale table is stale: paste scripts/scale_arithmetic.py's output"
+    page = (ROOT / "docs" / "sweeps-and-clusters.md").read_text()
+    # The page pastes this output: it must be the script's, to the character.
+    assert out.strip() in page, "docs/sweeps-and-clusters.md's scale table is stale: paste " \
+        "scripts/scale_arithmetic.py's output"

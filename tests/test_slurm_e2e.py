@@ -1,4 +1,4 @@
-"""The README's Slurm recipe, for real: a one-node Slurm cluster on this machine
+"""The Slurm recipe of docs/sweeps-and-clusters.md, for real: a one-node Slurm cluster on this machine
 (scripts/slurm_cluster.sh, started by the `slurm_cluster` fixture), the REAL engine with the
 embedded teacher, and `glan-local -m hydra/launcher=slurm ...` exactly as a user types it
 (hydra-submitit-launcher calls sbatch; the jobs show up in squeue and sacct).
@@ -9,7 +9,7 @@ embedded teacher, and `glan-local -m hydra/launcher=slurm ...` exactly as a user
      command and only its index: it resumes from its reply store;
   3. glan-local-merge + glan-local-verify on the merged run;
   4. the merged dataset equals an unsharded run of the same config, run directly (no Slurm).
-     Every job shares one cache_dir, as the README suggests for sweeps, so the unsharded run
+     Every job shares one cache_dir, as docs/sweeps-and-clusters.md suggests, so the unsharded run
      asks the same requests and finds their replies there: what is compared is the tree walk,
      the shard split and the merge, not the teacher's speed.
 
@@ -131,7 +131,7 @@ def taxonomy_job(recipe):
 @pytest.fixture(scope="module")
 def shards(recipe, taxonomy_job):
     """2. Two shards as a Slurm array, one at a time; shard 1 is cancelled while it generates and
-    submitted again with only its index, as the README says."""
+    submitted again with only its index, as the docs say."""
     S, cluster = recipe["S"], recipe["cluster"]
     tax = taxonomy_job[0] / "0" / "taxonomy.yaml"
     fan_out = [*launcher(cluster), f"taxonomy.file={tax}", "shard.count=2", f"cache_dir={S}/cache",

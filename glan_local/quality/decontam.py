@@ -81,13 +81,6 @@ def hits(text: str, b: Benchmark, n: int, min_overlap: float) -> list[dict]:
     return sorted(out, key=lambda h: -h["overlap"])
 
 
-@dataclass
-class DecontamResult:
-    kept: list[dict]
-    removed: list[dict]
-    per_benchmark: dict
-
-
 class Decontaminator:
     """cfg is a DecontamConfig. One row at a time; mode=flag keeps every row and fills a
     `contamination` column."""
@@ -122,15 +115,3 @@ class Decontaminator:
             return r, {"reason": "contaminated", "benchmark": top["benchmark"], "benchmark_item": top["item"],
                        "similarity": top["overlap"], "detail": found[:5], "row": r}
         return r, None
-
-
-def decontaminate(rows: list[dict], cfg: DecontamConfig, say=None) -> DecontamResult:
-    d = Decontaminator(cfg, say)
-    kept, removed = [], []
-    for r in rows:
-        r, gone = d.check(r)
-        if gone:
-            removed.append(gone)
-        else:
-            kept.append(r)
-    return DecontamResult(kept, removed, d.per)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -34,13 +33,6 @@ _BLOCK = 4096     # MinHash rows per allocated block: the store grows without co
 # only adds a candidate, which the Jaccard check then rejects.
 _MULT = np.random.default_rng(20240213).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
 _SALT = np.uint64(0x9E3779B97F4A7C15)
-
-
-@dataclass
-class DedupResult:
-    kept: list[dict]
-    removed: list[dict]
-    counts: dict = field(default_factory=dict)
 
 
 def _digest(key: str) -> int:
@@ -202,18 +194,3 @@ class Deduper:
             self._store([mine[j] for j in js], sig[js], bands[js])
         self.n_this += len(rows)
         return out
-
-
-def dedup(rows: list[dict], cfg: DedupConfig, earlier: Optional[list[tuple[str, list[dict]]]] = None) -> DedupResult:
-    """cfg is a DedupConfig; earlier is [(path, rows)] whose rows are never removed, only matched."""
-    d = Deduper(cfg)
-    for path, prior in earlier or []:
-        d.index_earlier(path, prior)
-    kept, removed = [], []
-    for chunk in chunks(rows, CHUNK):
-        for r, gone in zip(chunk, d.check(chunk)):
-            if gone:
-                removed.append(gone)
-            else:
-                kept.append(r)
-    return DedupResult(kept, removed, d.counts)

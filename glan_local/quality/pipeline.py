@@ -52,10 +52,6 @@ def prepare_row(r: dict, i: int, question: str = "question", answer: str = "answ
     return r
 
 
-def prepare(rows: list[dict], question: str = "question", answer: str = "answer") -> list[dict]:
-    return [prepare_row(r, i, question, answer) for i, r in enumerate(rows)]
-
-
 def _source(src: str, question: str = "question", answer: str = "answer") -> Iterator[dict]:
     return (prepare_row(r, i, question, answer) for i, r in enumerate(iter_rows(src)))
 
