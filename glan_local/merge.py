@@ -42,10 +42,6 @@ class MergeError(Exception):
     """Shards that cannot be merged: one line saying which and why."""
 
 
-def _say(msg: str) -> None:
-    log.info(msg)
-
-
 def unsharded(container: dict) -> dict:
     """The config with the shard keys reset: what every shard of one command shares."""
     out = json.loads(json.dumps(container))
@@ -229,7 +225,7 @@ def merge_summaries(out: Path, shards: list[tuple[Path, dict]], rows: int) -> di
 
 
 def merge(out: Path, shard_dirs: list[Path], quality: Optional[bool] = None,
-          say: Callable[[str], None] = _say) -> dict:
+          say: Callable[[str], None] = log.info) -> dict:
     """Merge finished shard run directories into out (new or empty); returns the summary."""
     shards = _read_shards([Path(d) for d in shard_dirs])
     check(shards)

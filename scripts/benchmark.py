@@ -4,6 +4,7 @@
     .venv/bin/python scripts/benchmark.py                 # tiny and small (~4x), all rows
     .venv/bin/python scripts/benchmark.py --sizes tiny --skip-backends
     .venv/bin/python scripts/benchmark.py --sweep 4 16    # a sweep in one engine vs separate processes
+    .venv/bin/python scripts/benchmark.py --sweep 4-seeds # four jobs that share nothing
 
 Every measurement runs in its own process (one vLLM engine per process). Rows:
 - pipeline (pipelined, the default) and level-by-level (engine.pipelined=false), per size:
@@ -214,14 +215,16 @@ def run_raw(requests: list[dict], backend: str, model_dir: str, config: dict, wo
 
 # --- sweeps: `glan-local -m` (one engine) against the same jobs as separate processes ---------------
 
-# The tiny preset, its replies shorter where the small teacher loops (tests/e2e.py's max_tokens);
-# the swept keys leave the taxonomy, subjects and syllabi the same in every job, as a real sweep
-# over question and answer settings does.
-SWEEP_BASE = ["breadth=tiny", "seed=1", "sampling.subjects.max_tokens=384", "sampling.syllabus.max_tokens=512",
+# The tiny preset, its replies shorter where the small teacher loops (tests/e2e.py's max_tokens).
+# In "4" and "16" the swept keys leave the taxonomy, subjects and syllabi the same in every job,
+# as a real sweep over question and answer settings does: that shared chain is made once and
+# stays as long as one job's. "4-seeds" shares nothing: four whole trees side by side.
+SWEEP_BASE = ["breadth=tiny", "sampling.subjects.max_tokens=384", "sampling.syllabus.max_tokens=512",
               "sampling.questions.max_tokens=128", "sampling.answers.max_tokens=256", "quality.enabled=false"]
-SWEEPS = {4: ["breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.3,0.7"],
-          16: ["breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.2,0.4,0.6,0.8",
-               "sampling.questions.temperature=0.7,1.0"]}
+SWEEPS = {"4": ["seed=1", "breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.3,0.7"],
+          "16": ["seed=1", "breadth.questions_per_syllabus=1,2", "sampling.answers.temperature=0.2,0.4,0.6,0.8",
+                 "sampling.questions.temperature=0.7,1.0"],
+          "4-seeds": ["seed=1,2,3,4"]}
 
 
 def measured(cmd: list[str]) -> tuple[int, float, float]:
@@ -256,17 +259,18 @@ def jobs_of(sweep: list[str]) -> list[list[str]]:
             for values in itertools.product(*(vals.split(",") for _, vals in keys))]
 
 
-def bench_sweep(n: int, work: Path) -> list[tuple]:
+def bench_sweep(n: str, work: Path) -> list[tuple]:
     """One -m run of an n-job sweep, then the same jobs one after another as separate
     processes sharing one cache_dir, in this sitting."""
     tag = f"sweep{n}-{int(time.time())}"
     sweep_dir = work / tag / "sweep"
     code, wall, rss = measured([str(BIN / "glan-local"), "-m", *SWEEP_BASE, *SWEEPS[n], f"hydra.sweep.dir={sweep_dir}"])
     summaries = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))]
-    one = dict(what=f"{n} jobs: one -m run (one engine)", jobs=len(summaries), exit=code, wall=wall, rss=rss,
+    name = f"{len(jobs_of(SWEEPS[n]))} jobs" + (" (seeds)" if "seeds" in n else "")
+    one = dict(what=f"{name}: one -m run (one engine)", jobs=len(summaries), exit=code, wall=wall, rss=rss,
                generated=sum(s["totals"]["generated"] for s in summaries),
                in_flight=summaries[0]["totals"]["mean_in_flight"] if summaries else 0.0)
-    sep = dict(what=f"{n} jobs: separate processes, one cache_dir", jobs=0, exit=0, wall=0.0, rss=0.0, generated=0,
+    sep = dict(what=f"{name}: separate processes, one cache_dir", jobs=0, exit=0, wall=0.0, rss=0.0, generated=0,
                in_flight=0.0)
     flights = []
     for i, job in enumerate(jobs_of(SWEEPS[n])):
@@ -284,7 +288,7 @@ def bench_sweep(n: int, work: Path) -> list[tuple]:
         for d in (one, sep)]
 
 
-def sweep_table(ns: list[int], work: Path) -> str:
+def sweep_table(ns: list[str], work: Path) -> str:
     rows = [r for n in ns for r in bench_sweep(n, work)]
     head = ("what", "jobs ok", "exit", "wall s", "replies generated", "mean in flight", "peak RSS MB (tree)",
             "wall / separate", "in flight / one job alone")
@@ -301,8 +305,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "benchmark")
     ap.add_argument("--skip-backends", action="store_true")
     ap.add_argument("--extra", nargs="*", default=[], help="more glan-local overrides for every pipeline run")
-    ap.add_argument("--sweep", nargs="+", type=int, choices=sorted(SWEEPS), metavar="N",
-                    help="instead: N-job tiny sweeps (4 and/or 16), one -m run against separate processes")
+    ap.add_argument("--sweep", nargs="+", choices=list(SWEEPS), metavar="N",
+                    help="instead: tiny sweeps (4, 16 jobs sharing their top levels; 4-seeds: four whole "
+                         "trees), one -m run against separate processes")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.sweep:

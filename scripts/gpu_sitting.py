@@ -6,6 +6,8 @@ deadline per step, printing one dated table (and writing it to <work>/sitting.md
     .venv/bin/python scripts/gpu_sitting.py --size tiny           # the same on a CPU, minutes
     .venv/bin/python scripts/gpu_sitting.py --deadline 900 model.path=/models/x
     .venv/bin/python scripts/gpu_sitting.py --run runs/tiny       # a finished run instead of step 3's
+    .venv/bin/python scripts/gpu_sitting.py --run runs/tiny --backends xgrammar --batch 16 --probe 4
+                                                   # the test's sitting: one self-check, a small batch
 
 Steps, each in its own process (one engine each) with its own deadline:
 1. the machine: vLLM, torch, the device and its compute capability;
@@ -13,8 +15,10 @@ Steps, each in its own process (one engine each) with its own deadline:
 3. the pipeline at the given breadth, then every request it needed replayed as one raw vLLM
    batch (same prompts, schemas, seeds): useful tok/s and the ratio, occupancy (mean running
    requests / seats) and the raw batch's KV-cache use (mean and peak, from vLLM's metrics);
-4. engine.deterministic: 8 requests alone, then the same 8 inside a batch of 64, in vLLM's
-   batch-invariant mode and without it: identical tokens or not, and the mode's cost in time.
+4. engine.deterministic: 8 requests alone, then the same 8 inside a batch of 64 (--probe,
+   --batch), in vLLM's batch-invariant mode and without it: identical tokens or not, and the
+   mode's cost in time. On the CPU the mode sets nothing (engine.deterministic_mode says why):
+   both rows then measure the CPU engine as it is.
 A step that fails or runs out of time is a row saying so; the rest still run.
 """
 from __future__ import annotations
@@ -95,8 +99,8 @@ if __name__ == "__main__":
         return [list(o.outputs[0].token_ids) for o in outs], time.perf_counter() - t
     probe, filler = spec["probe"], spec["filler"]
     alone, t_alone = run(probe)
-    mixed, t_mixed = run(filler[:28] + probe + filler[28:])
-    inside = mixed[28:28 + len(probe)]
+    mixed, t_mixed = run(filler[:len(filler) // 2] + probe + filler[len(filler) // 2:])
+    inside = mixed[len(filler) // 2:len(filler) // 2 + len(probe)]
     print("RESULT " + json.dumps({"identical": alone == inside, "same": sum(a == b for a, b in zip(alone, inside)),
                                   "probe": len(probe), "batch": len(filler) + len(probe),
                                   "alone_s": round(t_alone, 2), "batch_s": round(t_mixed, 2)}))
@@ -129,13 +133,17 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=600, help="seconds each step may take")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "sitting")
     ap.add_argument("--run", type=Path, help="a finished run directory to measure instead of a new pipeline run")
+    ap.add_argument("--backends", nargs="+", default=["outlines", "xgrammar", "guidance"],
+                    choices=["outlines", "xgrammar", "guidance"], help="whose self-check to run (one engine start each)")
+    ap.add_argument("--probe", type=int, default=8, help="requests measured alone and inside the batch")
+    ap.add_argument("--batch", type=int, default=64, help="the batch the probe is measured inside")
     ap.add_argument("overrides", nargs="*", help="glan-local overrides for every step, e.g. model.path=/models/x")
     args = ap.parse_args()
     work = args.work / time.strftime("%Y-%m-%d_%H-%M-%S")
     work.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str]] = []
     env = step(ENV, {}, work, "env", args.deadline)
-    rows.append(("machine", ", ".join(f"{k} {v}" for k, v in env.items() if k != "wall_s")))
+    rows.append(("machine", _failed(env) or ", ".join(f"{k} {v}" for k, v in env.items() if k != "wall_s")))
 
     # The pipeline first: its resolved config (the platform's preset, the overrides) is every other step's.
     out = args.run or work / "pipeline"
@@ -150,24 +158,24 @@ def main() -> None:
     except subprocess.TimeoutExpired:
         ok, why = False, f"ran out of its {args.deadline:.0f} s"
     if not ok:
-        rows.append((f"pipeline breadth={args.size}", f"failed: {why[:200]}"))
-        return _print(rows, work)
+        rows.append((f"pipeline {args.run}" if args.run else f"pipeline breadth={args.size}", f"failed: {why[:200]}"))
+        sys.exit(_print(rows, work))
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "manifest.json").read_text())["config"]
     model = summary["model"]["path"]
     tt = summary["totals"]
     pipeline_s = pipeline_took or f"{time.monotonic() - t:.1f} s in all"
 
-    for backend in ("outlines", "xgrammar", "guidance"):
+    for backend in args.backends:
         r = step(SELF_CHECK, {"config": config, "backend": backend}, work, f"self-check-{backend}", args.deadline)
-        rows.append((f"self-check {backend}", r.get("error") or (
+        rows.append((f"self-check {backend}", _failed(r) or (
             f"passed in {r['check_s']} s (engine start {r['start_s']} s)" if r["ok"] else f"refused: {r['why']}")))
 
     reqs = benchmark.stored_requests(out)
     try:
         raw = benchmark.run_raw(reqs, config["engine"]["backend"], model, config, work, kv=True)
         ratio = tt["useful_output_tokens_per_s"] / (raw["tokens"] / raw["wall_s"])
-        rows.append((f"pipeline breadth={args.size}",
+        rows.append((f"pipeline breadth={config['breadth']['name']}",
                      f"{tt['generated']} replies, {tt['useful_output_tokens_per_s']} useful tok/s in "
                      f"{tt['generation_s']} s of generation ({pipeline_s}); mean in flight "
                      f"{tt['mean_in_flight']}, occupancy {tt['occupancy']}, queue empty {tt['queue_empty_share']}"))
@@ -180,24 +188,32 @@ def main() -> None:
         rows.append(("raw vLLM batch, same requests", f"failed: {str(e)[:200]}"))
 
     structured = [r for r in reqs if r["schema"]] or reqs
-    probe = structured[:8]
+    probe = structured[:args.probe]
+    n_fill = max(args.batch - len(probe), 0)
     filler = [{**r, "sampling": {**r["sampling"], "seed": r["sampling"]["seed"] + 1 + n}}
-              for n, r in enumerate((reqs * (56 // max(len(reqs), 1) + 1))[:56])]
+              for n, r in enumerate((reqs * (n_fill // max(len(reqs), 1) + 1))[:n_fill])]
     spec = {"config": config, "model": model, "probe": probe, "filler": filler, "max_tokens": 64}
     for on in (True, False):
         r = step(BATCH, {**spec, "deterministic": on}, work, f"batch-{'on' if on else 'off'}", args.deadline)
-        rows.append((f"8 alone vs inside 64, deterministic={'true' if on else 'false'}", r.get("error") or (
+        rows.append((f"{len(probe)} alone vs inside {len(probe) + n_fill}, deterministic={'true' if on else 'false'}", _failed(r) or (
             f"{'identical' if r['identical'] else 'differ'} ({r['same']}/{r['probe']} the same); alone "
             f"{r['alone_s']} s, in the batch of {r['batch']} {r['batch_s']} s")))
-    _print(rows, work)
+    sys.exit(_print(rows, work))
 
 
-def _print(rows: list[tuple[str, str]], work: Path) -> None:
+def _failed(r: dict) -> str:
+    return f"failed: {r['error']}" if "error" in r else ""
+
+
+def _print(rows: list[tuple[str, str]], work: Path) -> int:
+    """Print and write the table; the exit code: 1 when a step failed or ran out of time (a
+    backend the self-check refused is an answer, not a failure)."""
     lines = [f"GPU sitting, {time.strftime('%Y-%m-%d %H:%M')} ({work})", "", "| step | result |", "|---|---|"]
     lines += [f"| {a} | {b.replace('|', '/')} |" for a, b in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     (work / "sitting.md").write_text(text)
+    return int(any(b.startswith("failed") for _, b in rows))
 
 
 if __name__ == "__main__":
