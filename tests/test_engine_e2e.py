@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from e2e import TINY
 from glan_local.levels import questions, subjects, syllabus, taxonomy
@@ -38,6 +39,10 @@ def test_summary_accounts_for_every_request(tiny_run):
     assert s["levels"]["subjects"]["planned"] == 2 * s["levels"]["taxonomy"]["items"]
     assert s["levels"]["questions"]["planned"] <= 3 * s["levels"]["syllabus"]["items"]
     assert s["rows"] == s["levels"]["answers"]["ok"] > 0
+    # out_dir= is hydra.run.dir: .hydra/ (config, overrides) is in the run directory itself.
+    assert yaml.safe_load((out / ".hydra" / "overrides.yaml").read_text())[-1] == f"out_dir={out}"
+    assert yaml.safe_load((out / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["output_dir"] == str(out)
+    assert yaml.safe_load((out / ".hydra" / "config.yaml").read_text())["out_dir"] == str(out)
     fails = _jsonl(out / "levels" / "failures.jsonl")
     assert len(fails) == s["totals"]["failed"]
 

@@ -12,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from e2e import BIN, ROOT, TINY, env, run_glan, stored, stored_at
 from glan_local.manifest import fingerprints
@@ -58,6 +59,13 @@ def test_a_sweep_in_one_engine_killed_and_resumed_equals_its_jobs_run_alone(tiny
         assert s["rows"] > 0 and 0 < s["totals"]["from_store"] <= len(killed[job]), job
         ok, why = verify(sweep / job)
         assert ok, (job, why)
+        # What a Hydra job gets: its .hydra/ with its own overrides, its number.
+        hydra = yaml.safe_load((sweep / job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        assert hydra["job"]["num"] == int(job) and hydra["runtime"]["output_dir"] == str(sweep / job), job
+        overrides = yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())
+        assert overrides[-1] == f"sampling.answers.temperature={SWEEP[-1].split('=')[1].split(',')[int(job)]}", job
+        assert yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())["sampling"]["answers"][
+            "temperature"] == float(overrides[-1].split("=")[1]), job
     assert fingerprints(sweep / "0") == fingerprints(reference)          # the job as it runs alone
     table = json.loads((sweep / "sweep_summary.json").read_text())["jobs"]
     assert [(j["job"], j["status"][:6]) for j in table] == [(0, "ok"), (1, "ok"), (2, "FAILED")], table
