@@ -24,14 +24,12 @@ def env(**extra) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
 
 
-def run_glan(out: Path, *overrides: str, check=True, extra_env=None, args=None) -> subprocess.CompletedProcess:
-    """Run the command in its own process group, output to files (not pipes): when the main
-    process dies by SIGKILL, vLLM's engine process may outlive it holding inherited pipes, so
-    the group is killed afterwards, as a batch scheduler kills a job."""
-    cmd = [str(BIN / "glan-local"), *(args or TINY), *([f"out_dir={out}"] if out else []), *overrides]
+def run_in_group(cmd: list[str], **popen) -> subprocess.CompletedProcess:
+    """Run a command in its own process group, output to files (not pipes): when the main
+    process dies by SIGKILL, vLLM's engine process (or its resource tracker) may outlive it
+    holding inherited pipes, so the group is killed afterwards, as a batch scheduler kills a job."""
     with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
-        p = subprocess.Popen(cmd, cwd=ROOT, env=env(**(extra_env or {})), stdout=fo, stderr=fe,
-                             start_new_session=True)
+        p = subprocess.Popen(cmd, stdout=fo, stderr=fe, text=True, start_new_session=True, **popen)
         try:
             code = p.wait(timeout=1800)
         finally:
@@ -40,7 +38,13 @@ def run_glan(out: Path, *overrides: str, check=True, extra_env=None, args=None) 
             except ProcessLookupError:
                 pass
         fo.seek(0), fe.seek(0)
-        result = subprocess.CompletedProcess(cmd, code, fo.read(), fe.read())
+        return subprocess.CompletedProcess(cmd, code, fo.read(), fe.read())
+
+
+def run_glan(out: Path, *overrides: str, check=True, extra_env=None, args=None) -> subprocess.CompletedProcess:
+    """The `glan-local` command as a user runs it (run_in_group)."""
+    cmd = [str(BIN / "glan-local"), *(args or TINY), *([f"out_dir={out}"] if out else []), *overrides]
+    result = run_in_group(cmd, cwd=ROOT, env=env(**(extra_env or {})))
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result

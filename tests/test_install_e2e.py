@@ -10,16 +10,14 @@ then two short runs of the real engine. Skips only where the package index canno
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from e2e import env
+from e2e import env, run_in_group
 
 pytestmark = pytest.mark.engine
 
@@ -36,21 +34,9 @@ took: dict[str, float] = {}
 
 
 def timed(name: str, cmd: list, **kw) -> subprocess.CompletedProcess:
-    """Run in its own process group, output to files, as tests/e2e.py does: vLLM's helper
-    processes (its resource tracker) may outlive glan-local holding inherited pipes, so the group
-    is killed when the command is done."""
+    """run_in_group, its time kept and said."""
     t = time.monotonic()
-    with tempfile.TemporaryFile("w+") as fo, tempfile.TemporaryFile("w+") as fe:
-        p = subprocess.Popen([str(c) for c in cmd], stdout=fo, stderr=fe, text=True, start_new_session=True, **kw)
-        try:
-            code = p.wait(timeout=1800)
-        finally:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        fo.seek(0), fe.seek(0)
-        p = subprocess.CompletedProcess(cmd, code, fo.read(), fe.read())
+    p = run_in_group([str(c) for c in cmd], **kw)
     took[name] = round(time.monotonic() - t, 1)
     print(f"[test_install_e2e] {name}: {took[name]} s (exit {p.returncode})", file=sys.stderr)
     return p
